@@ -1,0 +1,3 @@
+"""kube-netdiag node agent."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,11 @@
+"""The explicit registry of node checks. Order is the order they run and are listed in.
+No directory scanning: a check exists when it is listed here (validated at start-up and in a
+test)."""
+
+from __future__ import annotations
+
+from agent.checks import ip_forward
+
+ALL_CHECKS = (
+    ip_forward,
+)

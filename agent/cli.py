@@ -1,0 +1,181 @@
+"""The `netdiag` command line (a contract: see DESIGN.md "The command line").
+
+Exit codes: 0 nothing at warning or worse, 1 warnings, 2 errors, 64 usage errors (so 1 and 2
+always mean "findings"), 70 an internal failure that was reported without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import NoReturn, Sequence
+
+from agent import __version__
+
+EXIT_USAGE = 64
+EXIT_SOFTWARE = 70
+
+
+class UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse exits 2 on a usage error; our 2 means "errors found", so use 64 (EX_USAGE)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def parse_peer(text: str) -> tuple[str, str]:
+    """`node2=192.168.77.12` -> ("node2", "192.168.77.12"); a bare IP names itself."""
+    import ipaddress
+
+    name, sep, ip = text.partition("=")
+    if not sep:
+        name, ip = text, text
+    try:
+        ipaddress.ip_address(ip)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected NAME=IP, got {text!r}") from None
+    if not name:
+        raise argparse.ArgumentTypeError(f"empty peer name in {text!r}")
+    return name, ip
+
+
+def default_node_name() -> str:
+    import socket
+
+    return os.environ.get("NODE_NAME") or socket.gethostname()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="netdiag",
+        description="Kubernetes node network diagnostics: node checks, VXLAN probes between "
+                    "nodes, and a collector that names the root cause across nodes.",
+        epilog="Exit codes: 0 ok, 1 warnings found, 2 errors found, 64 usage error.")
+    parser.add_argument("--version", action="version", version=f"netdiag {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    check = sub.add_parser(
+        "check", help="run every node check here once and print a report",
+        description="Run every node check on this node once (and, with --peer, probe those "
+                    "peers over VXLAN), print a report worst first, exit 0/1/2.")
+    check.add_argument("--json", action="store_true", help="print the NodeReport as JSON")
+    check.add_argument("--host-root", default="/", metavar="DIR",
+                       help="read the host's files (/etc, /var/lib/kubelet, /opt/cni) under DIR,"
+                            " e.g. /host in `kubectl debug node/... --profile=sysadmin`")
+    check.add_argument("--peer", action="append", type=parse_peer, default=[],
+                       metavar="NAME=IP", help="probe this peer's underlay IP (repeatable)")
+    check.add_argument("--node-name", default=None,
+                       help="this node's name (default: $NODE_NAME, then the hostname)")
+    check.add_argument("--only", action="append", default=[], metavar="CHECK",
+                       help="run only this check (repeatable; see --list)")
+    check.add_argument("--skip", action="append", default=[], metavar="CHECK",
+                       help="skip this check (repeatable)")
+    check.add_argument("--list", action="store_true", help="list the checks and their ids")
+    check.add_argument("--color", choices=("auto", "always", "never"), default="auto",
+                       help="colour the severities (default: when stdout is a terminal)")
+    # For tests and recorded trees (like node_exporter's --path.procfs); hidden from --help.
+    check.add_argument("--proc-root", default="/proc", help=argparse.SUPPRESS)
+    check.add_argument("--sys-root", default="/sys", help=argparse.SUPPRESS)
+
+    agent = sub.add_parser("agent", help="the DaemonSet process: check, probe, report forever")
+    agent.add_argument("--collector", required=True, metavar="URL")
+    agent.add_argument("--node-name", default=None)
+    agent.add_argument("--interval", type=float, default=30.0, metavar="S")
+    agent.add_argument("--once", action="store_true")
+    agent.add_argument("--token-file", metavar="F")
+
+    collector = sub.add_parser("collector", help="the aggregator service")
+    collector.add_argument("--listen", default="0.0.0.0:8080", metavar="HOST:PORT")
+    collector.add_argument("--db", default="netdiag.sqlite3", metavar="PATH")
+    collector.add_argument("--token-file", metavar="F")
+
+    analyze = sub.add_parser("analyze", help="offline triage of pasted command output")
+    analyze.add_argument("--json", action="store_true")
+    analyze.add_argument("files", nargs="+", metavar="FILE", help="a file, or - for stdin")
+    return parser
+
+
+def _wants_color(choice: str) -> bool:
+    if choice == "always":
+        return True
+    if choice == "never" or os.environ.get("NO_COLOR"):
+        return False
+    return sys.stdout.isatty()
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from agent.checks import ALL_CHECKS
+    from agent.checks.base import validate_registry
+    from agent.host import Host
+    from agent.node import build_node_report, check_node, now
+    from agent.render import exit_code_for, render_node_report
+
+    validate_registry(ALL_CHECKS)
+    names = {c.SPEC.name for c in ALL_CHECKS}
+    if args.list:
+        for c in ALL_CHECKS:
+            print(f"{c.SPEC.name:<16} {', '.join(f.id for f in c.SPEC.findings)}")
+        return 0
+    unknown = sorted(set(args.only + args.skip) - names)
+    if unknown:
+        raise UsageError(f"unknown check(s): {', '.join(unknown)} (see `netdiag check --list`)")
+    if not os.path.isdir(args.host_root):
+        raise UsageError(f"--host-root {args.host_root}: not a directory")
+    node_name = args.node_name or default_node_name()
+    with Host(root=args.host_root, proc=args.proc_root, sys=args.sys_root) as host:
+        info, outcomes = check_node(host, node_name, host_root=args.host_root,
+                                    only=frozenset(args.only), skip=frozenset(args.skip))
+        probes, seen = (), ()
+        if args.peer:
+            probes, seen = _probe_peers(host, node_name, outcomes, args.peer)
+    report = build_node_report(info, outcomes, collected_at=now(), probes=probes, seen=seen)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2, sort_keys=False))
+    else:
+        sys.stdout.write(render_node_report(report, color=_wants_color(args.color)))
+    return exit_code_for(report.findings)
+
+
+def _probe_peers(host, node_name, outcomes, peers):  # type: ignore[no-untyped-def]
+    """One-shot probe round; the probes issue fills this in."""
+    print("note: peer probes are not implemented yet; ignoring --peer", file=sys.stderr)
+    return (), ()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    handlers = {"check": cmd_check}
+    handler = handlers.get(args.command)
+    if handler is None:
+        print(f"netdiag {args.command}: not implemented yet", file=sys.stderr)
+        return EXIT_SOFTWARE
+    try:
+        return handler(args)
+    except UsageError as exc:
+        print(f"netdiag {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as exc:  # noqa: BLE001 - a clear line, never a traceback
+        print(f"netdiag {args.command}: internal error: {type(exc).__name__}: {exc}",
+              file=sys.stderr)
+        if os.environ.get("NETDIAG_DEBUG"):
+            raise
+        return EXIT_SOFTWARE
+
+
+if __name__ == "__main__":
+    sys.exit(main())
