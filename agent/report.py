@@ -66,7 +66,8 @@ PROBE_KINDS = ("wire", "echo", "udp-control", "tcp-control", "mtu")
 def _cap(text: str, limit: int) -> str:
     if len(text) <= limit:
         return text
-    return text[: limit - 20] + f"\n... [{len(text) - limit + 20} chars cut]"
+    marker = f"\n... [{len(text)} chars, cut]"
+    return text[: limit - len(marker)] + marker
 
 
 @dataclass(frozen=True)

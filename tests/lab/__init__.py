@@ -1,0 +1,1 @@
+"""The namespace lab: a small "cluster" of network namespaces on this machine."""
