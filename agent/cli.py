@@ -144,9 +144,39 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def _probe_peers(host, node_name, outcomes, peers):  # type: ignore[no-untyped-def]
-    """One-shot probe round; the probes issue fills this in."""
-    print("note: peer probes are not implemented yet; ignoring --peer", file=sys.stderr)
-    return (), ()
+    """One-shot probe round: `agent.probes.oneshot.probe_peers` owns it."""
+    try:
+        from agent.probes.oneshot import probe_peers
+    except ModuleNotFoundError as exc:
+        if exc.name != "agent.probes.oneshot":
+            raise
+        print("note: peer probes are not implemented yet; ignoring --peer", file=sys.stderr)
+        return (), ()
+    return probe_peers(host, node_name, outcomes, peers)
+
+
+# Each subcommand's handler lives beside its code and is imported only when used, so
+# `netdiag check` never pays for aiohttp or scapy.
+HANDLER_MODULES = {
+    "agent": ("agent.daemon", "cmd_agent"),
+    "collector": ("collector.main", "cmd_collector"),
+    "analyze": ("agent.analyze", "cmd_analyze"),
+}
+
+
+def _load_handler(command: str):  # type: ignore[no-untyped-def]
+    if command == "check":
+        return cmd_check
+    module_name, attr = HANDLER_MODULES[command]
+    import importlib
+
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != module_name:
+            raise
+        return None
+    return getattr(module, attr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -155,8 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    handlers = {"check": cmd_check}
-    handler = handlers.get(args.command)
+    handler = _load_handler(args.command)
     if handler is None:
         print(f"netdiag {args.command}: not implemented yet", file=sys.stderr)
         return EXIT_SOFTWARE
