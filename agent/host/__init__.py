@@ -164,8 +164,11 @@ class Host:
         return self._processes
 
     def kernel_release(self) -> str:
-        self._guard("read uname")
-        return platform.release()
+        """From /proc (so a recorded tree answers too); "" when it cannot be read."""
+        try:
+            return self.read_proc("sys/kernel/osrelease").strip()
+        except OSError:
+            return ""
 
     def hostname(self) -> str:
         self._guard("read hostname")
