@@ -4,8 +4,9 @@ test)."""
 
 from __future__ import annotations
 
-from agent.checks import ip_forward
+from agent.checks import cni, ip_forward
 
 ALL_CHECKS = (
     ip_forward,
+    cni,
 )
