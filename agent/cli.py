@@ -90,6 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--interval", type=float, default=30.0, metavar="S")
     agent.add_argument("--once", action="store_true")
     agent.add_argument("--token-file", metavar="F")
+    # The DaemonSet mounts the host's /etc, /var/lib/kubelet, /opt/cni/bin, /run, /usr read-only
+    # under /host (deploy/agent-daemonset.yaml); the checks read host files under this prefix.
+    agent.add_argument("--host-root", default="/", metavar="DIR",
+                       help="read the host's files under DIR (as `check --host-root`)")
 
     collector = sub.add_parser("collector", help="the aggregator service")
     collector.add_argument("--listen", default="0.0.0.0:8080", metavar="HOST:PORT")
