@@ -4,9 +4,10 @@ test)."""
 
 from __future__ import annotations
 
-from agent.checks import cni, ip_forward
+from agent.checks import cni, ip_forward, rp_filter
 
 ALL_CHECKS = (
     ip_forward,
+    rp_filter,
     cni,
 )

@@ -1,0 +1,28 @@
+"""Test helpers for the node checks A (rp_filter, bridge_nf, hairpin, conntrack, dns):
+a Host pointed at a recorded tree whose process list is given by the test (the real edge
+would list the live node's processes, which the unit-test guard forbids)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from agent.checks.base import CheckContext
+from agent.host import Host, ProcessInfo
+
+FIXTURES = Path(__file__).parent / "fixtures"
+CTX = CheckContext(node="node-a")
+
+
+class RecordedHost(Host):
+    def __init__(self, tree: str | Path, processes: tuple[ProcessInfo, ...] = (),
+                 root: str | Path | None = None) -> None:
+        tree = Path(tree) if Path(tree).is_absolute() else FIXTURES / tree
+        super().__init__(root=root or tree / "root", proc=tree / "proc", sys=tree / "sys")
+        self._processes = processes
+
+    def processes(self) -> tuple[ProcessInfo, ...]:
+        return self._processes or ()
+
+
+def proc(pid: int, *argv: str) -> ProcessInfo:
+    return ProcessInfo(pid, argv[0].rsplit("/", 1)[-1][:15], tuple(argv))
