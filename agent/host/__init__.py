@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 COMMAND_TIMEOUT_S = 10.0
+HTTP_TIMEOUT_S = 1.0
 #: A runaway command (a 48 MB iptables-save is normal at 10k Services) is read in full, but
 #: stderr is only ever quoted, so it is capped.
 STDERR_MAX_CHARS = 2000
@@ -55,6 +56,13 @@ class CommandResult:
     @property
     def ok(self) -> bool:
         return self.returncode == 0
+
+
+@dataclass(frozen=True)
+class HttpResponse:
+    url: str
+    status: int
+    body: str
 
 
 @dataclass(frozen=True)
@@ -184,6 +192,44 @@ class Host:
 
             self._ipr = IPRoute()
         return self._ipr
+
+    def ethtool_features(self, ifname: str) -> dict[str, bool]:
+        """A device's ethtool features (`tx-checksum-ip-generic`: on/off), read with pyroute2's
+        ethtool support (genetlink, ioctl fallback inside pyroute2) like `ethtool -k`."""
+        self._guard(f"read ethtool features of {ifname}")
+        from pyroute2.ethtool import Ethtool
+
+        eth = Ethtool()
+        try:
+            features = eth.get_features(ifname).features
+            return {name: bool(f.enable) for name, f in features.items()}
+        finally:
+            eth.close()
+
+    # --- local HTTP (component status endpoints on 127.0.0.1) --------------------------------
+
+    def http_get(self, url: str, timeout: float = HTTP_TIMEOUT_S,
+                 limit: int = 64 << 10) -> "HttpResponse":
+        """GET a plain-HTTP URL (kube-proxy's /healthz, /proxyMode on 127.0.0.1), bypassing any
+        proxy settings. Raises OSError (ConnectionRefusedError, TimeoutError) when nothing
+        answers."""
+        self._guard(f"GET {url}")
+        import http.client
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url)
+        if parts.scheme != "http" or not parts.hostname:
+            raise ValueError(f"http_get supports http://host[:port]/path URLs, got {url!r}")
+        conn = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=timeout)
+        try:
+            conn.request("GET", parts.path or "/")
+            resp = conn.getresponse()
+            body = resp.read(limit).decode("utf-8", errors="replace")
+            return HttpResponse(url, resp.status, body)
+        except http.client.HTTPException as exc:
+            raise OSError(f"GET {url}: bad HTTP answer: {exc!r}") from exc
+        finally:
+            conn.close()
 
     def close(self) -> None:
         if self._ipr is not None:
