@@ -211,4 +211,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Under `python -m agent.cli` this module is __main__, and handlers raise agent.cli's
+    # UsageError: run agent.cli's main so there is one UsageError class (exit 64, not 70).
+    from agent.cli import main as _main
+
+    sys.exit(_main())
