@@ -1,0 +1,504 @@
+"""The collector's HTTP service: `make_app(config)` builds the aiohttp application.
+
+Handlers are thin: decode -> validate (`NodeReport.from_dict`) -> store -> answer. The
+cross-node verdicts come from the pure `collector.correlate` rules and the `/report` text and
+JSON from the pure `collector.render` renderers; this module only feeds them the latest reports
+and the clock, caches the result per state version, and records the diagnosis timeline.
+
+Routes (DESIGN.md "Collector HTTP API"):
+    POST /api/v1/reports   a NodeReport -> {"peers": [...], "interval_s": S, "peers_version": V}
+    GET  /api/v1/peers     the peer list (ETag / If-None-Match)
+    GET  /report           text; ?format=json or Accept: application/json -> JSON
+    GET  /metrics          Prometheus text
+    GET  /healthz, /readyz
+
+Peer answers can be large (5,000 nodes ~ 700 kB), so an agent that sends the
+`X-Netdiag-Peers-Version` it already holds gets `"peers": null` while nothing changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from agent.report import Diagnosis, Finding, NodeReport, SchemaError, Severity
+from collector.metrics import CollectorMetrics
+from collector.store import (AsyncStore, FORGET_AFTER_S, HISTORY_MAX_AGE_S, HISTORY_PER_NODE,
+                             Store, StoredReport, Transition, compress_report,
+                             decompress_report, digest_facts)
+
+log = logging.getLogger("netdiag.collector")
+
+MAX_BODY_BYTES = 1 << 20
+#: Kubernetes node names are DNS subdomains: at most 253 characters.
+NODE_NAME_MAX_CHARS = 253
+#: New nodes beyond this are refused (507) so garbage cannot grow the state without bound.
+MAX_NODES = 20_000
+DEFAULT_INTERVAL_S = 30.0
+#: A cached /report is recomputed when state changed or it is older than this.
+VIEW_MAX_AGE_S = 2.0
+CORRELATE_PERIOD_S = 1.0
+PRUNE_PERIOD_S = 300.0
+PEERS_VERSION_HEADER = "X-Netdiag-Peers-Version"
+
+
+@dataclass(frozen=True)
+class CollectorConfig:
+    db_path: str
+    token: str | None = None
+    #: The report interval agents are told; staleness is judged on each report's own interval.
+    interval_s: float = DEFAULT_INTERVAL_S
+    max_body_bytes: int = MAX_BODY_BYTES
+    max_nodes: int = MAX_NODES
+    clock: Callable[[], float] = time.time
+    history_per_node: int = HISTORY_PER_NODE
+    history_max_age_s: float = HISTORY_MAX_AGE_S
+    forget_after_s: float = FORGET_AFTER_S
+    correlate_period_s: float = CORRELATE_PERIOD_S
+    prune_period_s: float = PRUNE_PERIOD_S
+    #: Background tasks (periodic correlation for the timeline, pruning); tests may turn off.
+    background: bool = True
+
+
+@dataclass
+class NodeEntry:
+    """What the collector keeps in memory per node: the compressed report and its peer row."""
+
+    name: str
+    received_at: float
+    blob: bytes
+    peer: dict[str, Any]
+    worst: Severity
+
+
+@dataclass
+class ReportView:
+    """One correlation result, cached until the state changes."""
+
+    version: int
+    computed_at: float
+    reports: tuple[NodeReport, ...]
+    received_at: Mapping[str, float]
+    diagnoses: tuple[Diagnosis, ...]
+    findings: tuple[Finding, ...]
+    json_doc: dict[str, Any]
+    text: str
+    duration_s: float = 0.0
+
+
+@dataclass
+class CollectorState:
+    config: CollectorConfig
+    store: AsyncStore
+    metrics: CollectorMetrics
+    nodes: dict[str, NodeEntry] = field(default_factory=dict)
+    version: int = 0
+    peers_version: str = ""
+    peers_body: bytes = b""
+    view: ReportView | None = None
+    open_since: dict[str, float] = field(default_factory=dict)
+    view_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def rebuild_peers(self) -> None:
+        peers = [self.nodes[n].peer for n in sorted(self.nodes)]
+        body = json.dumps(peers, separators=(",", ":"), sort_keys=True).encode()
+        self.peers_version = hashlib.blake2b(body, digest_size=8).hexdigest()
+        self.peers_body = body
+
+
+STATE = web.AppKey("state", CollectorState)
+CONFIG = web.AppKey("config", CollectorConfig)
+TASKS = web.AppKey("tasks", list)
+
+
+# --- pure helpers -------------------------------------------------------------------------------
+
+def peer_of(report: NodeReport) -> dict[str, Any]:
+    """The peer-list row for a node: what another agent needs to probe it (agent.probes.Peer's
+    fields), taken from its first overlay device that is up."""
+    dev = next((o for o in report.overlay if o.up), report.overlay[0] if report.overlay else None)
+    vxlan_ip = ""
+    if dev is not None and dev.addresses:
+        vxlan_ip = dev.addresses[0].split("/")[0]
+    underlay = report.node.underlay_ip or (dev.local if dev is not None else "")
+    return {"name": report.node.name, "underlay_ip": underlay, "vxlan_ip": vxlan_ip,
+            "vxlan_mac": dev.mac if dev else "", "vxlan_port": dev.port if dev else None,
+            "vni": dev.vni if dev else None, "mtu": dev.mtu if dev else None}
+
+
+def diagnosis_key(d: Diagnosis) -> str:
+    return f"{d.id}|{','.join(sorted(d.nodes))}"
+
+
+def diff_open(previous: Mapping[str, float], current: Iterable[Diagnosis],
+              now: float) -> tuple[dict[str, float], list[Transition]]:
+    """Which diagnoses appeared and which cleared since the last correlation (pure)."""
+    current = list(current)
+    keys = {diagnosis_key(d): d for d in current}
+    events: list[Transition] = []
+    open_now: dict[str, float] = {}
+    for key, d in keys.items():
+        if key in previous:
+            open_now[key] = previous[key]
+        else:
+            open_now[key] = now
+            events.append(Transition(now, "appeared", key, d.id, d.severity.label, d.nodes,
+                                     d.title))
+    for key in previous:
+        if key not in keys:
+            diag_id, _, nodes = key.partition("|")
+            events.append(Transition(now, "cleared", key, diag_id, "", 
+                                     tuple(n for n in nodes.split(",") if n), ""))
+    return open_now, events
+
+
+def _json_error(status: int, message: str, field_path: str | None = None,
+                headers: Mapping[str, str] | None = None) -> web.Response:
+    body: dict[str, Any] = {"error": message}
+    if field_path is not None:
+        body["field"] = field_path
+    return web.json_response(body, status=status, headers=headers)
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+# --- correlation and rendering: H6's pure modules, behind one function each -----------------
+
+def correlate_reports(reports: tuple[NodeReport, ...], received_at: Mapping[str, float],
+                      now: float) -> tuple[Diagnosis, ...]:
+    try:
+        from collector.correlate import correlate
+    except ImportError:  # H6's rules not committed yet: staleness only
+        return _fallback_correlate(reports, received_at, now)
+    return tuple(correlate(reports, now=now, received_at=received_at))
+
+
+def render_views(reports: tuple[NodeReport, ...], received_at: Mapping[str, float],
+                 diagnoses: tuple[Diagnosis, ...], now: float,
+                 timeline: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
+    try:
+        from collector.render import render_report_json, render_report_text
+    except ImportError:  # H6's renderers not committed yet
+        doc = _fallback_json(reports, received_at, diagnoses, now)
+        doc["timeline"] = dict(timeline)
+        return doc, _fallback_text(doc)
+    doc = render_report_json(reports, diagnoses, now=now, received_at=received_at)
+    doc["timeline"] = dict(timeline)
+    text = render_report_text(reports, diagnoses, now=now, received_at=received_at)
+    return doc, text
+
+
+STALE_INTERVALS = 3
+
+
+def _fallback_correlate(reports: tuple[NodeReport, ...], received_at: Mapping[str, float],
+                        now: float) -> tuple[Diagnosis, ...]:
+    out = []
+    for r in reports:
+        age = now - received_at.get(r.node.name, r.collected_at)
+        interval = r.interval_s or DEFAULT_INTERVAL_S
+        if age > STALE_INTERVALS * interval:
+            out.append(Diagnosis(id="agent.stale", severity=Severity.WARNING, node=r.node.name,
+                                 title=f"no report from {r.node.name} for {age:.0f}s",
+                                 evidence=f"last report {age:.0f}s ago, interval {interval:g}s",
+                                 remediation="Check the agent pod on that node and the node.",
+                                 nodes=(r.node.name,)))
+    return tuple(out)
+
+
+def _fallback_json(reports: tuple[NodeReport, ...], received_at: Mapping[str, float],
+                   diagnoses: tuple[Diagnosis, ...], now: float) -> dict[str, Any]:
+    return {
+        "generated_at": now,
+        "nodes": [{"name": r.node.name, "underlay_ip": r.node.underlay_ip,
+                   "last_report_age_s": round(now - received_at.get(r.node.name, now), 3),
+                   "worst": r.worst.label} for r in reports],
+        "diagnoses": [d.to_dict() for d in sorted(diagnoses, key=lambda d: -d.severity)],
+        "findings": [f.to_dict() for r in reports for f in r.findings],
+        "matrix": {},
+    }
+
+
+def _fallback_text(doc: Mapping[str, Any]) -> str:
+    lines = [f"netdiag report: {len(doc['nodes'])} node(s), "
+             f"{len(doc['diagnoses'])} diagnosis(es)"]
+    for d in doc["diagnoses"]:
+        lines.append(f"{d['severity'].upper():<7} {d['id']}  {d['title']}")
+    for f in doc["findings"]:
+        if f["severity"] in ("warning", "error"):
+            lines.append(f"{f['severity'].upper():<7} {f['id']}  [{f['node']}] {f['title']}")
+    return "\n".join(lines) + "\n"
+
+
+def compute_view(version: int, entries: list[NodeEntry], now: float,
+                 open_since: Mapping[str, float],
+                 timeline: Mapping[str, Any]) -> ReportView:
+    """Runs off the event loop: decode the latest reports, correlate, render."""
+    started = time.perf_counter()
+    reports = tuple(NodeReport.from_dict(json.loads(decompress_report(e.blob)))
+                    for e in entries)
+    received = {e.name: e.received_at for e in entries}
+    diagnoses = correlate_reports(reports, received, now)
+    findings = tuple(f for r in reports for f in r.findings)
+    doc, text = render_views(reports, received, diagnoses, now, timeline)
+    # "since when": each diagnosis carries when it first appeared (kept across restarts).
+    for d_doc, d in zip(doc.get("diagnoses", ()), diagnoses):
+        if isinstance(d_doc, dict):
+            d_doc.setdefault("since", open_since.get(diagnosis_key(d), now))
+    return ReportView(version, now, reports, received, diagnoses, findings, doc, text,
+                      time.perf_counter() - started)
+
+
+async def current_view(state: CollectorState) -> ReportView:
+    """The cached view, recomputed when the state changed or it aged (staleness is timed)."""
+    async with state.view_lock:
+        now = state.config.clock()
+        view = state.view
+        max_age = max(VIEW_MAX_AGE_S, 2 * view.duration_s) if view else 0.0
+        if view is not None and view.version == state.version and now - view.computed_at < max_age:
+            return view
+        version = state.version
+        entries = list(state.nodes.values())
+        store = state.store.store
+        transitions = await state.store.call(store.transitions, 50)
+        changes = await state.store.call(store.fact_changes, 50)
+        timeline = {"transitions": [t.to_dict() for t in transitions], "fact_changes": changes}
+        loop = asyncio.get_running_loop()
+        with state.metrics.correlation_seconds.time():
+            view = await loop.run_in_executor(None, compute_view, version, entries, now,
+                                              dict(state.open_since), timeline)
+        state.open_since, events = diff_open(state.open_since, view.diagnoses, now)
+        if events:
+            await state.store.call(store.record_transitions, events)
+            for e in events:
+                log.info("diagnosis %s %s%s", e.event, e.diagnosis_id,
+                         f" ({', '.join(e.nodes)})" if e.nodes else "")
+            timeline = view.json_doc.get("timeline")
+            if isinstance(timeline, dict):
+                timeline["transitions"] = ([e.to_dict() for e in reversed(events)]
+                                           + list(timeline.get("transitions", ())))[:50]
+            for d_doc, d in zip(view.json_doc.get("diagnoses", ()), view.diagnoses):
+                if isinstance(d_doc, dict):
+                    d_doc["since"] = state.open_since.get(diagnosis_key(d), now)
+        state.metrics.set_verdicts({e.name: e.worst for e in entries}, view.diagnoses)
+        state.view = view
+        return view
+
+
+# --- handlers -----------------------------------------------------------------------------------
+
+async def post_report(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    config = state.config
+    metrics = state.metrics
+    if config.token is not None:
+        auth = request.headers.get("Authorization", "")
+        scheme, _, given = auth.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+                given.strip().encode(), config.token.encode()):
+            metrics.rejected("unauthorized")
+            return _json_error(401, "missing or wrong bearer token",
+                               headers={"WWW-Authenticate": 'Bearer realm="netdiag"'})
+    ctype = request.content_type
+    if ctype != "application/json" and not ctype.endswith("+json"):
+        metrics.rejected("media_type")
+        return _json_error(415, f"expected Content-Type application/json, got {ctype!r}")
+    if request.content_length is not None and request.content_length > config.max_body_bytes:
+        metrics.rejected("too_large")
+        return _json_error(413, f"report larger than {config.max_body_bytes} bytes")
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        metrics.rejected("too_large")
+        return _json_error(413, f"report larger than {config.max_body_bytes} bytes")
+    try:
+        data = json.loads(body, parse_constant=_reject_constant)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        metrics.rejected("bad_json")
+        return _json_error(400, f"invalid JSON: {str(exc)[:200]}", "")
+    try:
+        report = NodeReport.from_dict(data)
+        if len(report.node.name) > NODE_NAME_MAX_CHARS:
+            raise SchemaError("node.name", f"longer than {NODE_NAME_MAX_CHARS} characters")
+    except SchemaError as exc:
+        metrics.rejected("schema")
+        return _json_error(400, str(exc)[:500], exc.field)
+    except (ValueError, TypeError, RecursionError) as exc:
+        metrics.rejected("schema")
+        return _json_error(400, f"invalid report: {str(exc)[:200]}", "")
+
+    name = report.node.name
+    if name not in state.nodes and len(state.nodes) >= config.max_nodes:
+        return _json_error(507, f"refusing a new node: already {config.max_nodes} nodes")
+    now = config.clock()
+    stored = StoredReport(
+        node=name, received_at=now, collected_at=report.collected_at,
+        blob=compress_report(body), worst=report.worst.label,
+        finding_ids=tuple(sorted({f.id for f in report.findings
+                                  if f.severity >= Severity.WARNING})),
+        fact_digests=digest_facts(report.facts))
+    await state.store.write_report(stored)
+    peer = peer_of(report)
+    old = state.nodes.get(name)
+    state.nodes[name] = NodeEntry(name, now, stored.blob, peer, report.worst)
+    state.version += 1
+    if old is None or old.peer != peer:
+        state.rebuild_peers()
+    metrics.observe_report(name, now)
+    return _peers_response(state, request.headers.get(PEERS_VERSION_HEADER))
+
+
+def _peers_response(state: CollectorState, known_version: str | None) -> web.Response:
+    interval = json.dumps(state.config.interval_s)
+    if known_version and known_version == state.peers_version:
+        peers = b"null"
+    else:
+        peers = state.peers_body
+    body = (b'{"peers":' + peers + b',"interval_s":' + interval.encode()
+            + b',"peers_version":"' + state.peers_version.encode() + b'"}')
+    return web.Response(body=body, content_type="application/json")
+
+
+async def get_peers(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    etag = f'"{state.peers_version}"'
+    if request.headers.get("If-None-Match") == etag:
+        return web.Response(status=304, headers={"ETag": etag})
+    resp = _peers_response(state, None)
+    resp.headers["ETag"] = etag
+    return resp
+
+
+def _wants_json(request: web.Request) -> bool:
+    fmt = request.query.get("format")
+    if fmt is not None:
+        return fmt == "json"
+    accept = request.headers.get("Accept", "")
+    return "application/json" in accept and "text/plain" not in accept
+
+
+async def get_report(request: web.Request) -> web.Response:
+    fmt = request.query.get("format")
+    if fmt not in (None, "json", "text"):
+        return _json_error(400, f"format must be json or text, got {fmt!r}")
+    view = await current_view(request.app[STATE])
+    if _wants_json(request):
+        return web.json_response(view.json_doc, dumps=lambda o: json.dumps(o, indent=1))
+    return web.Response(text=view.text, content_type="text/plain", charset="utf-8")
+
+
+async def get_metrics(request: web.Request) -> web.Response:
+    metrics = request.app[STATE].metrics
+    resp = web.Response(body=generate_latest(metrics.registry))
+    resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
+    return resp
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.Response(text="ok\n")
+
+
+async def readyz(request: web.Request) -> web.Response:
+    if not request.app[STATE].store.is_open:
+        return web.Response(status=503, text="store not open\n")
+    return web.Response(text="ready\n")
+
+
+# --- lifecycle ----------------------------------------------------------------------------------
+
+async def _on_startup(app: web.Application) -> None:
+    state = app[STATE]
+    await state.store.open()
+    rows = await state.store.call(state.store.store.load_latest)
+    for name, received_at, blob in rows:
+        try:
+            report = NodeReport.from_dict(json.loads(decompress_report(blob)))
+        except Exception as exc:  # noqa: BLE001 - a bad row is skipped, never fatal
+            log.warning("skipping stored report of %s: %s", name, exc)
+            continue
+        state.nodes[name] = NodeEntry(name, received_at, blob, peer_of(report), report.worst)
+        state.metrics.observe_report(name, received_at)
+    state.open_since = await state.store.call(state.store.store.open_diagnoses)
+    state.rebuild_peers()
+    state.version += 1
+    if rows:
+        log.info("loaded the latest reports of %d node(s) from %s", len(state.nodes),
+                 state.config.db_path)
+    if state.config.background:
+        app[TASKS].append(asyncio.create_task(_correlate_loop(state)))
+        app[TASKS].append(asyncio.create_task(_prune_loop(state)))
+
+
+async def _correlate_loop(state: CollectorState) -> None:
+    """Keeps the timeline current even when nobody asks for /report."""
+    while True:
+        try:
+            view = await current_view(state)
+            await asyncio.sleep(max(state.config.correlate_period_s, 3 * view.duration_s))
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - logged; the next round tries again
+            log.exception("correlation failed")
+            await asyncio.sleep(max(state.config.correlate_period_s, 5.0))
+
+
+async def _prune_loop(state: CollectorState) -> None:
+    while True:
+        await asyncio.sleep(state.config.prune_period_s)
+        try:
+            await prune(state)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001
+            log.exception("pruning the store failed")
+
+
+async def prune(state: CollectorState) -> list[str]:
+    forgotten = await state.store.call(state.store.store.prune, state.config.clock())
+    for name in forgotten:
+        state.nodes.pop(name, None)
+    if forgotten:
+        state.rebuild_peers()
+        state.version += 1
+        log.info("forgot %d node(s) silent for %.0f s: %s", len(forgotten),
+                 state.config.forget_after_s, ", ".join(forgotten[:10]))
+    return forgotten
+
+
+async def _on_cleanup(app: web.Application) -> None:
+    for task in app[TASKS]:
+        task.cancel()
+    for task in app[TASKS]:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+    await app[STATE].store.close()
+
+
+def make_app(config: CollectorConfig) -> web.Application:
+    app = web.Application(client_max_size=config.max_body_bytes)
+    store = AsyncStore(Store(config.db_path, config.history_per_node, config.history_max_age_s,
+                             config.forget_after_s))
+    app[CONFIG] = config
+    app[STATE] = CollectorState(config=config, store=store, metrics=CollectorMetrics())
+    app[TASKS] = []
+    app.router.add_post("/api/v1/reports", post_report)
+    app.router.add_get("/api/v1/peers", get_peers)
+    app.router.add_get("/report", get_report)
+    app.router.add_get("/metrics", get_metrics)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.on_startup.append(_on_startup)
+    app.on_cleanup.append(_on_cleanup)
+    return app

@@ -1,0 +1,306 @@
+"""The collector's HTTP API through aiohttp's test client: auth, limits, bad input, the peer
+list, /report, /metrics, and a restart on the same database."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from agent.report import SCHEMA_NODE_REPORT
+from collector.app import STATE, CollectorConfig, make_app, prune
+
+TOKEN = "s3cret-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+class Clock:
+    def __init__(self, t: float = 1_700_000_000.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def node_report(name: str, underlay: str, *, vxlan_ip: str = "10.244.1.0",
+                severity: str = "ok", collected_at: float = 1_700_000_000.0,
+                facts: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "schema": SCHEMA_NODE_REPORT,
+        "node": {"name": name, "underlay_ip": underlay, "kernel": "6.1.0", "agent_version": "0.1.0"},
+        "collected_at": collected_at,
+        "interval_s": 30,
+        "overlay": [{"name": "flannel.1", "vni": 1, "port": 8472, "local": underlay,
+                     "parent": "eth0", "mtu": 1450, "mac": "02:00:00:00:00:01",
+                     "addresses": [f"{vxlan_ip}/32"], "up": True}],
+        "facts": facts if facts is not None else {"ip_forward": 1},
+        "findings": [{"id": "sysctl.ip-forward-off", "severity": severity, "node": name,
+                      "title": "net.ipv4.ip_forward", "evidence": "", "remediation": ""}],
+        "probes": [{"peer": "node9", "peer_ip": "192.168.77.19", "kind": "udp-control",
+                    "sent": 3, "answered": 3, "rtt_ms": {"min": 0.1, "avg": 0.2, "max": 0.3},
+                    "error": ""}],
+        "seen": [{"peer": "node9", "peer_ip": "192.168.77.19", "kind": "wire", "count": 3}],
+    }
+
+
+def config_for(tmp_path, clock: Clock | None = None, **kw: Any) -> CollectorConfig:
+    return CollectorConfig(db_path=str(tmp_path / "collector.sqlite3"), token=TOKEN,
+                           clock=clock or Clock(), background=False, **kw)
+
+
+@pytest.fixture
+async def client(aiohttp_client, tmp_path):
+    return await aiohttp_client(make_app(config_for(tmp_path)))
+
+
+async def test_accepts_a_report_with_the_token_and_answers_the_peer_list(client) -> None:
+    resp = await client.post("/api/v1/reports", json=node_report("node1", "192.168.77.11"),
+                             headers=AUTH)
+    assert resp.status == 200, await resp.text()
+    body = await resp.json()
+    assert body["interval_s"] == 30.0
+    assert body["peers"] == [{"name": "node1", "underlay_ip": "192.168.77.11",
+                              "vxlan_ip": "10.244.1.0", "vxlan_mac": "02:00:00:00:00:01",
+                              "vxlan_port": 8472, "vni": 1, "mtu": 1450}]
+    resp = await client.post("/api/v1/reports",
+                             json=node_report("node2", "192.168.77.12", vxlan_ip="10.244.2.0"),
+                             headers=AUTH)
+    body = await resp.json()
+    assert [p["name"] for p in body["peers"]] == ["node1", "node2"]
+
+
+async def test_peer_list_is_omitted_when_the_agent_already_has_this_version(client) -> None:
+    resp = await client.post("/api/v1/reports", json=node_report("node1", "192.168.77.11"),
+                             headers=AUTH)
+    version = (await resp.json())["peers_version"]
+    resp = await client.post("/api/v1/reports", json=node_report("node1", "192.168.77.11"),
+                             headers={**AUTH, "X-Netdiag-Peers-Version": version})
+    body = await resp.json()
+    assert body["peers"] is None and body["peers_version"] == version
+    resp = await client.post("/api/v1/reports", json=node_report("node3", "192.168.77.13"),
+                             headers={**AUTH, "X-Netdiag-Peers-Version": version})
+    body = await resp.json()
+    assert body["peers_version"] != version
+    assert [p["name"] for p in body["peers"]] == ["node1", "node3"]
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"},
+                                     {"Authorization": f"Basic {TOKEN}"},
+                                     {"Authorization": "Bearer"}])
+async def test_rejects_missing_or_wrong_token_with_401(client, headers) -> None:
+    resp = await client.post("/api/v1/reports", json=node_report("node1", "1.2.3.4"),
+                             headers=headers)
+    assert resp.status == 401
+    assert "token" in (await resp.json())["error"]
+    peers = await (await client.get("/api/v1/peers")).json()
+    assert peers["peers"] == []
+
+
+async def test_no_token_configured_accepts_anyone(aiohttp_client, tmp_path) -> None:
+    cfg = CollectorConfig(db_path=str(tmp_path / "db"), token=None, background=False)
+    client = await aiohttp_client(make_app(cfg))
+    resp = await client.post("/api/v1/reports", json=node_report("node1", "1.2.3.4"))
+    assert resp.status == 200
+
+
+async def test_rejects_a_body_over_the_limit_with_413(aiohttp_client, tmp_path) -> None:
+    client = await aiohttp_client(make_app(config_for(tmp_path, max_body_bytes=4096)))
+    report = node_report("node1", "1.2.3.4", facts={"big": "x" * 10_000})
+    resp = await client.post("/api/v1/reports", data=json.dumps(report), headers={
+        **AUTH, "Content-Type": "application/json"})
+    assert resp.status == 413
+
+
+async def test_rejects_a_chunked_body_over_the_limit_with_413(aiohttp_client, tmp_path) -> None:
+    client = await aiohttp_client(make_app(config_for(tmp_path, max_body_bytes=4096)))
+
+    async def chunks():
+        for _ in range(10):
+            yield b"x" * 1000
+
+    resp = await client.post("/api/v1/reports", data=chunks(), headers={
+        **AUTH, "Content-Type": "application/json"})
+    assert resp.status == 413
+
+
+async def test_rejects_a_non_json_content_type_with_415(client) -> None:
+    resp = await client.post("/api/v1/reports", data=json.dumps(node_report("n", "1.2.3.4")),
+                             headers={**AUTH, "Content-Type": "text/plain"})
+    assert resp.status == 415
+    assert "application/json" in (await resp.json())["error"]
+
+
+@pytest.mark.parametrize("body", [b"{not json", b"\xff\xfe\x00", b"", b"[" * 100_000,
+                                  b'{"collected_at": NaN}'])
+async def test_rejects_invalid_json_with_400(client, body) -> None:
+    resp = await client.post("/api/v1/reports", data=body,
+                             headers={**AUTH, "Content-Type": "application/json"})
+    assert resp.status == 400
+    assert "invalid JSON" in (await resp.json())["error"]
+
+
+@pytest.mark.parametrize(("mutate", "field"), [
+    (lambda r: r.update(schema="other/v9"), "schema"),
+    (lambda r: r["node"].pop("name"), "node.name"),
+    (lambda r: r["node"].update(name="n" * 300), "node.name"),
+    (lambda r: r["probes"][0].update(sent="x"), "probes[0].sent"),
+    (lambda r: r["probes"][0].update(kind="carrier-pigeon"), "probes[0].kind"),
+    (lambda r: r["findings"][0].update(severity="fatal"), "findings[0].severity"),
+    (lambda r: r.update(collected_at="yesterday"), "collected_at"),
+    (lambda r: r.update(overlay={"name": "x"}), "overlay"),
+])
+async def test_rejects_a_wrong_schema_with_400_naming_the_field(client, mutate, field) -> None:
+    report = node_report("node1", "1.2.3.4")
+    mutate(report)
+    resp = await client.post("/api/v1/reports", json=report, headers=AUTH)
+    assert resp.status == 400
+    body = await resp.json()
+    assert body["field"] == field
+    assert field in body["error"]
+
+
+async def test_top_level_garbage_is_a_400_not_a_crash(client) -> None:
+    for garbage in ([1, 2, 3], "string", 42, None, {"schema": SCHEMA_NODE_REPORT}):
+        resp = await client.post("/api/v1/reports", data=json.dumps(garbage),
+                                 headers={**AUTH, "Content-Type": "application/json"})
+        assert resp.status == 400, garbage
+    # ... and the state is intact afterwards.
+    resp = await client.post("/api/v1/reports", json=node_report("node1", "1.2.3.4"),
+                             headers=AUTH)
+    assert resp.status == 200
+    assert (await client.get("/healthz")).status == 200
+
+
+async def test_peers_endpoint_supports_etag(client) -> None:
+    await client.post("/api/v1/reports", json=node_report("node1", "1.2.3.4"), headers=AUTH)
+    resp = await client.get("/api/v1/peers")
+    assert resp.status == 200
+    etag = resp.headers["ETag"]
+    assert [p["name"] for p in (await resp.json())["peers"]] == ["node1"]
+    resp = await client.get("/api/v1/peers", headers={"If-None-Match": etag})
+    assert resp.status == 304
+
+
+async def test_report_text_and_json(client) -> None:
+    await client.post("/api/v1/reports", json=node_report("node1", "1.2.3.4"), headers=AUTH)
+    await client.post("/api/v1/reports",
+                      json=node_report("node2", "1.2.3.5", severity="error"), headers=AUTH)
+    resp = await client.get("/report")
+    assert resp.status == 200
+    assert resp.content_type == "text/plain"
+    text = await resp.text()
+    assert "node2" in text
+    for req in ({"params": {"format": "json"}}, {"headers": {"Accept": "application/json"}}):
+        resp = await client.get("/report", **req)
+        assert resp.content_type == "application/json"
+        doc = await resp.json()
+        assert {"generated_at", "nodes", "diagnoses", "findings", "matrix"} <= set(doc)
+        assert sorted(n["name"] for n in doc["nodes"]) == ["node1", "node2"]
+        assert any(f["node"] == "node2" and f["severity"] == "error" for f in doc["findings"])
+    resp = await client.get("/report", params={"format": "yaml"})
+    assert resp.status == 400
+
+
+async def test_a_silent_node_becomes_agent_stale(aiohttp_client, tmp_path) -> None:
+    clock = Clock()
+    client = await aiohttp_client(make_app(config_for(tmp_path, clock)))
+    await client.post("/api/v1/reports", json=node_report("node1", "1.2.3.4"), headers=AUTH)
+    doc = await (await client.get("/report", params={"format": "json"})).json()
+    assert not [d for d in doc["diagnoses"] if d["id"] == "agent.stale"]
+    clock.t += 4 * 30 + 1
+    doc = await (await client.get("/report", params={"format": "json"})).json()
+    stale = [d for d in doc["diagnoses"] if d["id"] == "agent.stale"]
+    assert stale and stale[0]["nodes"] == ["node1"]
+    assert stale[0]["since"] == clock.t
+    transitions = doc["timeline"]["transitions"]
+    assert transitions and transitions[0]["event"] == "appeared"
+
+
+async def test_metrics_parse_and_carry_per_node_verdicts(client) -> None:
+    await client.post("/api/v1/reports", json=node_report("node1", "1.2.3.4"), headers=AUTH)
+    await client.post("/api/v1/reports",
+                      json=node_report("node2", "1.2.3.5", severity="warning"), headers=AUTH)
+    await client.post("/api/v1/reports", data=b"{", headers={
+        **AUTH, "Content-Type": "application/json"})
+    await client.get("/report")
+    resp = await client.get("/metrics")
+    assert resp.status == 200
+    families = {f.name: f for f in text_string_to_metric_families(await resp.text())}
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for f in families.values() for s in f.samples}
+    assert samples[("netdiag_reports_received_total", ())] == 2
+    assert samples[("netdiag_reports_rejected_total", (("reason", "bad_json"),))] == 1
+    assert samples[("netdiag_node_worst_severity", (("node", "node1"),))] == 0
+    assert samples[("netdiag_node_worst_severity", (("node", "node2"),))] == 2
+    # No (source, target) pair labels: series grow with N, not N*N.
+    for (_, labels) in samples:
+        assert not {"source", "target", "peer"} & {k for k, _ in labels}
+
+
+async def test_health_and_readiness(client) -> None:
+    assert (await client.get("/healthz")).status == 200
+    resp = await client.get("/readyz")
+    assert resp.status == 200
+
+
+async def test_restart_on_the_same_database_keeps_state(aiohttp_client, tmp_path) -> None:
+    clock = Clock()
+    first = await aiohttp_client(make_app(config_for(tmp_path, clock)))
+    for i in (1, 2, 3):
+        resp = await first.post("/api/v1/reports",
+                                json=node_report(f"node{i}", f"192.168.77.1{i}"), headers=AUTH)
+        assert resp.status == 200
+    clock.t += 200  # node reports are now stale: a diagnosis opens
+    before = await (await first.get("/report", params={"format": "json"})).json()
+    await first.close()
+
+    second = await aiohttp_client(make_app(config_for(tmp_path, clock)))
+    peers = await (await second.get("/api/v1/peers")).json()
+    assert [p["name"] for p in peers["peers"]] == ["node1", "node2", "node3"]
+    after = await (await second.get("/report", params={"format": "json"})).json()
+    assert sorted(n["name"] for n in after["nodes"]) == ["node1", "node2", "node3"]
+    # Diagnoses keep their "since" across the restart (the timeline is in the database).
+    since_before = {(d["id"], tuple(d["nodes"])): d["since"] for d in before["diagnoses"]}
+    since_after = {(d["id"], tuple(d["nodes"])): d["since"] for d in after["diagnoses"]}
+    assert since_before and since_before == since_after
+    state = second.server.app[STATE]
+    history = await state.store.call(state.store.store.history, "node1", 10)
+    assert len(history) == 1 and history[0].worst == "ok"
+
+
+async def test_history_is_bounded_and_silent_nodes_are_forgotten(aiohttp_client,
+                                                                  tmp_path) -> None:
+    clock = Clock()
+    client = await aiohttp_client(make_app(config_for(
+        tmp_path, clock, history_per_node=3, forget_after_s=1000.0)))
+    for i in range(6):
+        clock.t += 1
+        report = node_report("node1", "1.2.3.4", facts={"rp_filter.eth0": i % 2})
+        assert (await client.post("/api/v1/reports", json=report, headers=AUTH)).status == 200
+    await client.post("/api/v1/reports", json=node_report("node2", "1.2.3.5"), headers=AUTH)
+    state = client.server.app[STATE]
+    clock.t += 500
+    await client.post("/api/v1/reports", json=node_report("node1", "1.2.3.4"), headers=AUTH)
+    clock.t += 600  # node2 now silent for 1100 s > forget_after_s
+    assert await prune(state) == ["node2"]
+    history = await state.store.call(state.store.store.history, "node1", 100)
+    assert len(history) == 3
+    peers = await (await client.get("/api/v1/peers")).json()
+    assert [p["name"] for p in peers["peers"]] == ["node1"]
+    changes = await state.store.call(state.store.store.fact_changes, 10)
+    assert any(c["node"] == "node1" and c["fact"] == "rp_filter.eth0" for c in changes)
+
+
+async def test_refuses_new_nodes_beyond_the_cap(aiohttp_client, tmp_path) -> None:
+    client = await aiohttp_client(make_app(config_for(tmp_path, max_nodes=2)))
+    for i in (1, 2):
+        resp = await client.post("/api/v1/reports", json=node_report(f"n{i}", "1.2.3.4"),
+                                 headers=AUTH)
+        assert resp.status == 200
+    resp = await client.post("/api/v1/reports", json=node_report("n3", "1.2.3.4"), headers=AUTH)
+    assert resp.status == 507
+    resp = await client.post("/api/v1/reports", json=node_report("n1", "1.2.3.4"), headers=AUTH)
+    assert resp.status == 200
