@@ -4,10 +4,11 @@ test)."""
 
 from __future__ import annotations
 
-from agent.checks import cni, ip_forward, rp_filter
+from agent.checks import bridge_nf, cni, ip_forward, rp_filter
 
 ALL_CHECKS = (
     ip_forward,
     rp_filter,
+    bridge_nf,
     cni,
 )
