@@ -1,0 +1,108 @@
+"""Cross-node correlation: the latest NodeReport of every node -> Diagnoses naming root causes.
+
+Pure (no I/O, no clock: `now` is a parameter; tests/test_layers.py enforces the imports).
+
+Public API (what the collector calls)
+-------------------------------------
+    from collector.correlate import correlate, correlate_with_matrix, digest_report, \
+        build_matrix, explain_timeline, CorrelationConfig, DEFAULT_CONFIG
+
+    diagnoses = correlate(reports, now, history=None, config=DEFAULT_CONFIG,
+                          received_at=None)            -> tuple[Diagnosis, ...]
+    diagnoses, matrix = correlate_with_matrix(reports, now, history, config, received_at)
+    digest = digest_report(report)                     -> NodeDigest (cache it at ingest)
+    matrix = build_matrix(reports, history=None, exclude=())  -> ReachabilityMatrix
+    lines = explain_timeline(history, diagnosis)       -> tuple[str, ...]
+
+- `reports`: Mapping[node name, NodeReport | NodeDigest] (the latest report per node) or a
+  Sequence of them (the newest per node is used). Passing NodeDigests computed once at ingest
+  (`digest_report`) keeps whole-cluster correlation in the tens of milliseconds at 5,000 nodes.
+- `history`: Mapping[node name, Sequence[NodeReport | NodeDigest]] — each node's recent reports
+  (any order; the latest may be included; 3-5 rounds are plenty). **Verdicts need it**: a
+  probe failure must persist in `config.min_failed_rounds` (2) consecutive rounds before any
+  rule uses it; without history every failure stays "unconfirmed" (shown in the matrix as `x`,
+  no diagnosis).
+- `received_at`: Mapping[node name, float] — when the collector received each latest report
+  (used by `agent.stale` instead of the agent's own clock when given).
+- `now`: the collector's clock, seconds since the epoch.
+- Result: Diagnoses (agent.report.Diagnosis: id, severity, node, title, evidence,
+  remediation, nodes) sorted worst first. Node findings are NOT repeated here: the renderer
+  lists each report's own findings per node (`collector.render`).
+
+Rules (one module each, run root causes first; an earlier diagnosis folds the probe failures
+it explains so they are not reported again):
+    stale.py            agent.stale
+    config_mismatch.py  overlay.config-mismatch (VNI / port / MTU differ between nodes)
+    partition.py        overlay.partition
+    udp_blocked.py      overlay.udp-blocked (UDP control fails, TCP control works)
+    node_blocked.py     overlay.node-inbound-blocked, overlay.node-outbound-blocked,
+                        overlay.node-isolated (new id: both directions)
+    mtu.py              overlay.mtu-blackhole
+    pair.py             overlay.pair-failure (what no node-level cause explains)
+    drift.py            drift.<fact> (a node differs from the clear majority)
+    kube_proxy.py       kube-proxy.rules-diverged (service_vips_digest differs)
+    timeline.py         explain_timeline (what changed when, for /report)
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Mapping, Sequence
+
+from agent.report import Diagnosis
+from collector.correlate import (config_mismatch, drift, kube_proxy, mtu, node_blocked, pair,
+                                 partition, stale, udp_blocked)
+from collector.correlate.base import DEFAULT_CONFIG, ClusterView, CorrelationConfig, RuleResult
+from collector.correlate.model import (NodeDigest, PairStatus, ReachabilityMatrix, ReportLike,
+                                       as_digests, build_matrix, digest_report, flatten_facts)
+from collector.correlate.timeline import explain_timeline
+
+__all__ = ["correlate", "correlate_with_matrix", "digest_report", "build_matrix",
+           "explain_timeline", "CorrelationConfig", "DEFAULT_CONFIG", "NodeDigest",
+           "PairStatus", "ReachabilityMatrix", "flatten_facts", "sort_diagnoses"]
+
+#: Overlay rules in order: root causes first.
+_OVERLAY_RULES = (config_mismatch, partition, udp_blocked, node_blocked, mtu, pair)
+#: Rules over facts (independent of probes).
+_FACT_RULES = (drift, kube_proxy)
+
+
+def sort_diagnoses(diagnoses: Sequence[Diagnosis]) -> tuple[Diagnosis, ...]:
+    return tuple(sorted(diagnoses, key=lambda d: (-d.severity, d.id, d.nodes, d.title)))
+
+
+def correlate_with_matrix(reports: Mapping[str, ReportLike] | Sequence[ReportLike], now: float,
+                          history: Mapping[str, Sequence[ReportLike]] | None = None,
+                          config: CorrelationConfig = DEFAULT_CONFIG,
+                          received_at: Mapping[str, float] | None = None,
+                          ) -> tuple[tuple[Diagnosis, ...], ReachabilityMatrix]:
+    digests = as_digests(reports)
+    ages = stale.stale_nodes(digests, now, dict(received_at or {}), config.stale_intervals,
+                             config.default_interval_s)
+    stale_set = frozenset(ages)
+    live = {n: d for n, d in digests.items() if n not in stale_set}
+    matrix = build_matrix(digests, history, exclude=stale_set)
+    view = ClusterView(now=now, config=config, digests=digests, live=live, stale=stale_set,
+                       matrix=matrix, history=history or {})
+    out: list[Diagnosis] = []
+
+    def absorb(res: RuleResult) -> None:
+        nonlocal view
+        out.extend(res.diagnoses)
+        view = replace(view, explained=view.explained | res.explains,
+                       blamed=view.blamed | res.blames)
+
+    absorb(stale.evaluate(view, ages))
+    for rule in _OVERLAY_RULES:
+        absorb(rule.evaluate(view))
+    for rule in _FACT_RULES:
+        out.extend(rule.evaluate(view).diagnoses)
+    return sort_diagnoses(out), matrix
+
+
+def correlate(reports: Mapping[str, ReportLike] | Sequence[ReportLike], now: float,
+              history: Mapping[str, Sequence[ReportLike]] | None = None,
+              config: CorrelationConfig = DEFAULT_CONFIG,
+              received_at: Mapping[str, float] | None = None) -> tuple[Diagnosis, ...]:
+    """The cluster's diagnoses, worst first (see the module docstring)."""
+    return correlate_with_matrix(reports, now, history, config, received_at)[0]

@@ -1,0 +1,164 @@
+"""What every cross-node rule receives (`ClusterView`) and returns (`RuleResult`), and the
+small helpers they share (majority vote, evidence lists, the VXLAN port of a node).
+
+A rule is a module with a docstring (what it diagnoses, the evidence it needs) and a pure
+`evaluate(view) -> RuleResult`. The orchestrator (`collector.correlate.correlate`) runs the
+rules in order, root causes first; each result names the probe pairs and nodes it explains so
+later rules do not report the same symptoms again.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Sequence
+
+from agent.report import Diagnosis, Severity
+from collector.correlate.model import NodeDigest, PairStatus, ReachabilityMatrix, ReportLike
+
+VXLAN_PORT_LINUX = 8472
+#: Evidence lists are cut after this many lines (the rest is counted).
+EVIDENCE_MAX_LINES = 12
+
+
+@dataclass(frozen=True)
+class CorrelationConfig:
+    """Thresholds of every rule, in one place."""
+
+    #: A pair failure must persist in this many consecutive rounds before a rule uses it.
+    min_failed_rounds: int = 2
+    #: At least this many distinct senders must fail to X before X is blamed...
+    min_senders: int = 2
+    #: ... and they must be more than this fraction of the senders that probed X.
+    blame_fraction: float = 0.5
+    #: Agents with no report for this many intervals are `agent.stale`.
+    stale_intervals: float = 3.0
+    #: Interval assumed for a report that does not say (interval_s = 0).
+    default_interval_s: float = 30.0
+    #: A partition side must hold at least this fraction of the live nodes (and >= 2 nodes).
+    partition_min_side_fraction: float = 0.2
+    #: The partition search runs only when this fraction of probed pairs fails (cheap guard).
+    partition_min_failing_fraction: float = 0.05
+    #: UDP blocked "cluster-wide" when more than this fraction of probed pairs shows it.
+    cluster_wide_fraction: float = 0.5
+    #: Drift: the majority value must be held by more than this fraction of nodes that have
+    #: the fact, and at least `drift_min_nodes` nodes must have it.
+    drift_majority: float = 0.6
+    drift_min_nodes: int = 3
+    #: Facts never compared for drift (per-node values, counters, handled elsewhere).
+    drift_ignore_keys: tuple[str, ...] = ("service_vips_digest", "underlay_ip", "hostname",
+                                          "node_name", "kernel", "boot_id", "machine_id")
+    drift_ignore_suffixes: tuple[str, ...] = ("_count", "_total", "_at", "_s", "_ms", "_bytes",
+                                              "_max", "_pct", "service_vips_digest")
+    #: Pair failures reported one by one up to this many; the rest are summarised.
+    max_pair_diagnoses: int = 20
+
+
+DEFAULT_CONFIG = CorrelationConfig()
+
+
+@dataclass(frozen=True)
+class ClusterView:
+    """Everything a rule may look at. `live` excludes stale agents."""
+
+    now: float
+    config: CorrelationConfig
+    digests: Mapping[str, NodeDigest]
+    live: Mapping[str, NodeDigest]
+    stale: frozenset[str]
+    matrix: ReachabilityMatrix
+    history: Mapping[str, Sequence[ReportLike]]
+    #: pairs (sender, target) already explained by an earlier root cause
+    explained: frozenset[tuple[str, str]] = frozenset()
+    #: nodes already blamed by an earlier root cause (for overlay rules)
+    blamed: frozenset[str] = frozenset()
+
+    def trusted(self, sender: str) -> bool:
+        d = self.live.get(sender)
+        return d is not None and not d.unhealthy
+
+    def confirmed_failures(self) -> list[tuple[PairStatus, frozenset[str]]]:
+        """Unexplained failures from trusted live senders with the kinds confirmed over
+        `min_failed_rounds` rounds (empty kinds dropped)."""
+        out = []
+        n = self.config.min_failed_rounds
+        for key, st in self.matrix.failures.items():
+            if key in self.explained or not self.trusted(st.sender):
+                continue
+            kinds = st.confirmed(n)
+            if kinds:
+                out.append((st, kinds))
+        return out
+
+    def trusted_probers(self, target: str) -> int:
+        """Live, self-healthy senders that probed `target` in their latest round."""
+        n = self.matrix.probed_in.get(target, 0)
+        return n - sum(1 for d in self.live.values() if d.unhealthy and target in d.targets)
+
+
+@dataclass(frozen=True)
+class RuleResult:
+    diagnoses: tuple[Diagnosis, ...] = ()
+    explains: frozenset[tuple[str, str]] = frozenset()
+    blames: frozenset[str] = frozenset()
+
+
+def diagnosis(id: str, severity: Severity, nodes: Iterable[str], title: str,
+              evidence: Iterable[str] | str, remediation: str) -> Diagnosis:
+    nodes = tuple(nodes)
+    text = evidence if isinstance(evidence, str) else cap_lines(list(evidence))
+    return Diagnosis(id=id, severity=severity, node=nodes[0] if len(nodes) == 1 else "",
+                     title=title, evidence=text, remediation=remediation, nodes=nodes)
+
+
+def cap_lines(lines: list[str], limit: int = EVIDENCE_MAX_LINES) -> str:
+    if len(lines) > limit:
+        lines = lines[:limit] + [f"... and {len(lines) - limit} more"]
+    return "\n".join(lines)
+
+
+def name_list(names: Iterable[str], limit: int = 5) -> str:
+    names = sorted(names)
+    if len(names) <= limit:
+        return ", ".join(names)
+    return ", ".join(names[:limit]) + f" and {len(names) - limit} more"
+
+
+def clear_majority(counts: Counter, fraction: float, min_count: int = 2) -> Any:
+    """The value held by more than `fraction` of the votes (and >= min_count), else None.
+    Returns a 1-tuple `(value,)` so a majority value of None is distinguishable."""
+    total = sum(counts.values())
+    if not total:
+        return None
+    (value, top), *rest = counts.most_common(2)
+    if top < min_count or top <= fraction * total or (rest and rest[0][1] == top):
+        return None
+    return (value,)
+
+
+def vxlan_port(digest: NodeDigest | None) -> int:
+    if digest is not None:
+        for dev in digest.report.overlay:
+            if dev.port:
+                return dev.port
+    return VXLAN_PORT_LINUX
+
+
+def vxlan_dev(digest: NodeDigest | None) -> str:
+    if digest is not None and digest.report.overlay:
+        return digest.report.overlay[0].name
+    return "<vxlan device>"
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+@dataclass
+class _Acc:
+    diagnoses: list[Diagnosis] = field(default_factory=list)
+    explains: set[tuple[str, str]] = field(default_factory=set)
+    blames: set[str] = field(default_factory=set)
+
+    def result(self) -> RuleResult:
+        return RuleResult(tuple(self.diagnoses), frozenset(self.explains), frozenset(self.blames))

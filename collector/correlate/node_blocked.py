@@ -1,0 +1,141 @@
+"""`overlay.node-inbound-blocked`, `overlay.node-outbound-blocked`, `overlay.node-isolated`:
+one node's overlay traffic fails in one direction (or both) while the rest of the cluster is
+fine.
+
+Inbound: most senders that probed X (>= `min_senders` and more than `blame_fraction` of them)
+fail to reach X in >= `min_failed_rounds` rounds, while X itself reaches most of its targets.
+Where the probes die comes from X's capture:
+- X's capture never saw them: the fabric drops them before X (security group / ACL blocks UDP
+  8472 to X);
+- X saw them arrive but did not answer: X's host firewall (INPUT), rp_filter or VXLAN config;
+- no capture data (X has no wire prober): "X or the fabric in front of it".
+Outbound is the mirror image (X's probes to most targets fail while others reach them);
+isolated is both at once (new id `overlay.node-isolated`).
+"""
+
+from __future__ import annotations
+
+from agent.report import Severity
+from collector.correlate.base import (ClusterView, RuleResult, _Acc, diagnosis, name_list,
+                                      plural, vxlan_dev, vxlan_port)
+from collector.correlate.model import PATH_KINDS, PairStatus
+
+FABRIC_FIX = ("Open UDP {port} (VXLAN) inbound to {node} from the other nodes: compare "
+              "{node}'s security group(s) and subnet network ACL with a working node's; e.g. "
+              "add an ingress rule `udp {port} from <node security group>` to {node}'s "
+              "security group (AWS: `aws ec2 authorize-security-group-ingress --group-id <sg> "
+              "--protocol udp --port {port} --source-group <node sg>`).")
+HOST_FIX = ("On {node}: look for a DROP/REJECT of udp dport {port} in `iptables -S INPUT` / "
+            "`nft list ruleset`; check `sysctl net.ipv4.conf.all.rp_filter "
+            "net.ipv4.conf.{dev}.rp_filter` (strict = 1 drops decapsulated packets: set 2 "
+            "or 0 and persist it); check `ip -d link show {dev}` (VNI, dstport, local "
+            "address) against a working node.")
+OUTBOUND_FIX = ("On {node}: check egress rules of its security group / network ACL for UDP "
+                "{port}, `iptables -S OUTPUT` and `iptables -S FORWARD` for drops of udp "
+                "dport {port}, `ip -d link show {dev}` (local address, parent device) and "
+                "`ip route get <peer underlay IP>` (the underlay route).")
+ISOLATED_FIX = ("{node} can neither send nor receive overlay traffic: check {node}'s "
+                "security group (ingress and egress UDP {port}), its VXLAN device "
+                "(`ip -d link show {dev}`: up? right parent and local address?), its "
+                "firewall (`iptables -S`) and rp_filter.")
+
+
+def _where(target: str, fails: list[PairStatus]) -> tuple[str, str]:
+    """(verdict, explanation) of where the probes die, from the target's capture."""
+    never = [st for st in fails if st.wire_seen == 0]
+    seen = [st for st in fails if st.wire_seen]
+    if never and not seen:
+        return "fabric", (f"{target}'s capture never saw their VXLAN packets: they are dropped "
+                          f"before {target} (security group / network ACL)")
+    if seen and not never:
+        return "host", (f"{target}'s capture saw them arrive but {target} did not answer: "
+                        f"{target}'s host firewall, rp_filter or VXLAN config")
+    if seen and never:
+        return "mixed", (f"{target}'s capture saw packets from {name_list(s.sender for s in seen)}"
+                         f" but not from {name_list(s.sender for s in never)}: both the fabric "
+                         f"and {target} may drop them")
+    return "unknown", (f"no capture data from {target}: {target} or the fabric in front of it "
+                       f"(cannot tell which)")
+
+
+def evaluate(view: ClusterView) -> RuleResult:
+    acc = _Acc()
+    cfg = view.config
+    fin: dict[str, list[PairStatus]] = {}
+    fout: dict[str, list[PairStatus]] = {}
+    for st, kinds in view.confirmed_failures():
+        if kinds & PATH_KINDS and st.target not in view.blamed and st.sender not in view.blamed:
+            fin.setdefault(st.target, []).append(st)
+            fout.setdefault(st.sender, []).append(st)
+
+    def inbound(x: str) -> bool:
+        fails = {st.sender for st in fin.get(x, [])}
+        probers = view.trusted_probers(x)
+        return len(fails) >= cfg.min_senders and len(fails) > cfg.blame_fraction * probers
+
+    def outbound(x: str) -> bool:
+        fails = {st.target for st in fout.get(x, [])}
+        return (x in view.live and len(fails) >= cfg.min_senders
+                and len(fails) > cfg.blame_fraction * view.matrix.probed_out.get(x, 0))
+
+    for x in sorted(set(fin) | set(fout)):
+        if x in view.stale:
+            continue
+        is_in, is_out = inbound(x), outbound(x)
+        if not (is_in or is_out):
+            continue
+        d = view.live.get(x)
+        port, dev = vxlan_port(d), vxlan_dev(d)
+        ins, outs = fin.get(x, []), fout.get(x, [])
+        evidence = []
+        if is_in and is_out:
+            where, why = _where(x, ins)
+            title = (f"{x} is cut off from the overlay: {len(ins)} of "
+                     f"{view.trusted_probers(x)} peers cannot reach it and it reaches "
+                     f"{len(outs)} of {view.matrix.probed_out.get(x, 0)} targets")
+            evidence += [f"inbound: {why}"] + [st.describe() for st in ins]
+            evidence += ["outbound:"] + [st.describe() for st in outs]
+            acc.diagnoses.append(diagnosis("overlay.node-isolated", Severity.ERROR, (x,), title,
+                                           evidence, ISOLATED_FIX.format(node=x, port=port,
+                                                                          dev=dev)))
+        elif is_in:
+            where, why = _where(x, ins)
+            tcp_ok = [st for st in ins if "tcp-control" not in st.kinds
+                      and "tcp-control" in view.live[st.sender].answered.get(x, ())]
+            place = {"fabric": "the fabric (security group / ACL) drops UDP "
+                               f"{port} to {x}",
+                     "host": f"{x}'s host drops them (firewall, rp_filter or VXLAN config)",
+                     "mixed": f"the fabric and/or {x}'s host",
+                     "unknown": f"{x} or the fabric in front of it"}[where]
+            title = (f"overlay traffic to {x} fails from {len(ins)} of "
+                     f"{view.trusted_probers(x)} peers: {place}")
+            evidence.append(why)
+            if tcp_ok:
+                evidence.append(f"TCP to {x}'s agent port works from "
+                                f"{plural(len(tcp_ok), 'peer')}: {x} is up")
+            evidence += [st.describe() for st in ins]
+            fix = {"fabric": FABRIC_FIX, "host": HOST_FIX}.get(where, FABRIC_FIX + " " + HOST_FIX)
+            acc.diagnoses.append(diagnosis("overlay.node-inbound-blocked", Severity.ERROR, (x,),
+                                           title, evidence,
+                                           fix.format(node=x, port=port, dev=dev)))
+        else:
+            never = [st for st in outs if st.wire_seen == 0]
+            title = (f"overlay traffic from {x} fails to {len(outs)} of "
+                     f"{view.matrix.probed_out.get(x, 0)} targets while others reach them")
+            if never and len(never) == len(outs):
+                evidence.append(f"the targets' captures never saw {x}'s VXLAN packets: "
+                                f"{x}'s egress (security group egress, OUTPUT firewall, "
+                                f"VXLAN device) drops them")
+            elif any(st.wire_seen for st in outs):
+                evidence.append(f"targets saw {x}'s packets arrive; their answers do not "
+                                f"come back to {x} (return path, {x}'s rp_filter/firewall)")
+            evidence += [st.describe() for st in outs]
+            acc.diagnoses.append(diagnosis("overlay.node-outbound-blocked", Severity.ERROR,
+                                           (x,), title, evidence,
+                                           OUTBOUND_FIX.format(node=x, port=port, dev=dev)))
+        acc.blames.add(x)
+        if is_in:
+            acc.explains.update((st.sender, x) for st in ins)
+        if is_out:
+            acc.explains.update((x, st.target) for st in outs)
+    return acc.result()

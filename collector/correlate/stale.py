@@ -1,0 +1,60 @@
+"""`agent.stale`: a node whose agent has not reported for `stale_intervals` (3) intervals.
+
+Its last report is old, so its probes and captures are not evidence about now; probe failures
+*to* it are folded into this diagnosis (a node that is down is not also "inbound blocked").
+When live peers' probes to it fail as well (TCP to its agent port included), it is likely down
+or cut off, which makes the diagnosis an error.
+"""
+
+from __future__ import annotations
+
+from agent.report import Severity
+from collector.correlate.base import ClusterView, RuleResult, _Acc, diagnosis, name_list
+from collector.correlate.model import NodeDigest
+
+REMEDIATION = ("Check the node and its agent: `kubectl get node {node}` (Ready?), "
+               "`kubectl -n kube-system get pod -l app=netdiag-agent -o wide --field-selector "
+               "spec.nodeName={node}` and the agent's logs (can it reach the collector?). "
+               "If the node is down, its pods' traffic fails too: drain or replace it.")
+
+
+def stale_nodes(digests: dict[str, NodeDigest], now: float, received_at: dict[str, float],
+                stale_intervals: float, default_interval_s: float) -> dict[str, float]:
+    """name -> age in seconds, for nodes with no report for `stale_intervals` intervals."""
+    out = {}
+    for name, d in digests.items():
+        last = received_at.get(name, d.collected_at)
+        age = now - last
+        interval = d.interval_s if d.interval_s > 0 else default_interval_s
+        if age > stale_intervals * interval:
+            out[name] = age
+    return out
+
+
+def evaluate(view: ClusterView, ages: dict[str, float]) -> RuleResult:
+    acc = _Acc()
+    failing_in = view.matrix.failing_in()
+    for name in sorted(view.stale):
+        d = view.digests[name]
+        interval = d.interval_s if d.interval_s > 0 else view.config.default_interval_s
+        age = ages[name]
+        in_fail = [st for st in failing_in.get(name, []) if st.sender in view.live]
+        tcp_fail = [st for st in in_fail if "tcp-control" in st.kinds]
+        evidence = [f"last report from {name} {age:.0f} s ago (interval {interval:.0f} s)"]
+        severity = Severity.WARNING
+        title = f"{name}: no report for {age:.0f} s ({age / interval:.1f} intervals)"
+        if in_fail:
+            evidence.append(f"live peers' probes to {name} fail: "
+                            f"{name_list({st.sender for st in in_fail})}")
+            evidence += [st.describe() for st in in_fail]
+        if tcp_fail:
+            severity = Severity.ERROR
+            title += "; peers cannot reach it either (node down or cut off)"
+        acc.diagnoses.append(diagnosis("agent.stale", severity, (name,), title, evidence,
+                                       REMEDIATION.format(node=name)))
+        acc.blames.add(name)
+        acc.explains.update((st.sender, name) for st in failing_in.get(name, []))
+    for key in view.matrix.failures:
+        if key[0] in view.stale or key[1] in view.stale:
+            acc.explains.add(key)
+    return acc.result()

@@ -1,0 +1,64 @@
+"""overlay.node-inbound-blocked / -outbound-blocked / -isolated on hand-built reports."""
+
+from agent.report import Severity
+from collector.correlate import correlate
+from tests.correlate_builder import nodes, simulate
+
+
+def _ids(diags):
+    return [(d.id, d.nodes) for d in diags]
+
+
+def test_fabric_drop_to_one_node_blames_it_and_says_fabric() -> None:
+    sim = simulate(nodes(5), lost=lambda s, t: {"wire"} if t == "node2" else set())
+    diags = correlate(sim.latest, sim.now, sim.history)
+    assert _ids(diags) == [("overlay.node-inbound-blocked", ("node2",))]
+    d = diags[0]
+    assert d.severity is Severity.ERROR
+    assert "fabric" in d.title and "4 of 4 peers" in d.title
+    assert "never saw" in d.evidence
+    assert "udp 8472" in d.remediation.lower()
+
+
+def test_host_drop_says_host_firewall_rp_filter() -> None:
+    sim = simulate(nodes(5), lost=lambda s, t: {"echo", "mtu", "udp-control"}
+                   if t == "node3" else set())
+    diags = correlate(sim.latest, sim.now, sim.history)
+    assert _ids(diags) == [("overlay.node-inbound-blocked", ("node3",))]
+    assert "host" in diags[0].title
+    assert "saw them arrive" in diags[0].evidence
+    assert "iptables -S INPUT" in diags[0].remediation and "rp_filter" in diags[0].remediation
+
+
+def test_single_round_of_failure_is_not_enough() -> None:
+    sim = simulate(nodes(5), rounds=1, healthy_first=2,
+                   lost=lambda s, t: {"wire"} if t == "node2" else set())
+    assert [d for d in correlate(sim.latest, sim.now, sim.history)
+            if d.severity >= Severity.WARNING] == []
+
+
+def test_outbound_blocked() -> None:
+    sim = simulate(nodes(5), lost=lambda s, t: {"wire"} if s == "node4" else set())
+    assert _ids(correlate(sim.latest, sim.now, sim.history)) == [
+        ("overlay.node-outbound-blocked", ("node4",))]
+
+
+def test_isolated_node_is_one_diagnosis() -> None:
+    sim = simulate(nodes(5), lost=lambda s, t: {"wire"} if "node5" in (s, t) else set())
+    assert _ids(correlate(sim.latest, sim.now, sim.history)) == [
+        ("overlay.node-isolated", ("node5",))]
+
+
+def test_healthy_cluster_has_no_diagnosis() -> None:
+    sim = simulate(nodes(6))
+    assert correlate(sim.latest, sim.now, sim.history) == ()
+
+
+def test_unhealthy_sender_is_not_evidence() -> None:
+    from agent.report import Finding
+    bad = (Finding("agent.round-overrun", Severity.WARNING, "node1", "rounds overrun"),)
+    # only node1 (which reports itself unhealthy) and node2 fail to node3
+    sim = simulate(nodes(4), lost=lambda s, t: {"wire"} if t == "node3" and s in ("node1", "node2")
+                   else set(), findings={"node1": bad})
+    ids = [d.id for d in correlate(sim.latest, sim.now, sim.history)]
+    assert "overlay.node-inbound-blocked" not in ids
