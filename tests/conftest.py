@@ -15,6 +15,9 @@ from agent.host import forbid_real_host
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
+# Lab fixtures (lab4, make_lab) for every test module: tests/lab/fixtures.py.
+pytest_plugins = ("tests.lab.fixtures",)
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--update-goldens", action="store_true",
