@@ -4,11 +4,12 @@ test)."""
 
 from __future__ import annotations
 
-from agent.checks import bridge_nf, cni, ip_forward, rp_filter
+from agent.checks import bridge_nf, cni, ip_forward, rp_filter, vxlan
 
 ALL_CHECKS = (
     ip_forward,
     rp_filter,
     bridge_nf,
     cni,
+    vxlan,
 )

@@ -83,3 +83,20 @@ class FdbEntry:
         dst = f" dst {self.dst}" if self.dst else ""
         flags = "".join((" self" if self.self_ else "", " permanent" if self.permanent else ""))
         return f"{self.mac} dev {self.dev}{dst}{flags}"
+
+
+@dataclass(frozen=True)
+class LinkState:
+    """What the VXLAN evaluation looks at. A part that was not collected is None (a pasted
+    `ip -d link` comes without routes), and the checks that need it are not run."""
+
+    links: tuple[Link, ...]
+    routes: tuple[Route, ...] | None = None
+    neighbours: tuple[Neighbour, ...] | None = None
+    fdb: tuple[FdbEntry, ...] | None = None
+
+    def vxlan_links(self) -> tuple[Link, ...]:
+        return tuple(link for link in self.links if link.vxlan is not None)
+
+    def link(self, name: str) -> Link | None:
+        return next((link for link in self.links if link.name == name), None)
