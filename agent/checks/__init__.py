@@ -4,12 +4,13 @@ test)."""
 
 from __future__ import annotations
 
-from agent.checks import bridge_nf, cni, ip_forward, rp_filter, vxlan
+from agent.checks import bridge_nf, cni, hairpin, ip_forward, rp_filter, vxlan
 
 ALL_CHECKS = (
     ip_forward,
     rp_filter,
     bridge_nf,
+    hairpin,
     cni,
     vxlan,
 )
