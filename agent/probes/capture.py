@@ -1,0 +1,143 @@
+"""The capture: one long-lived AF_PACKET socket on the underlay interface, with a kernel BPF
+filter for the VXLAN UDP port, read by one thread.
+
+It sees packets *before* the host firewall (AF_PACKET taps the device), so for each peer it
+counts the probes that physically arrived here, even when this node's own firewall then drops
+them. It also hands the peer kernels' echo replies to our own echo/MTU probes to the prober.
+
+Needs CAP_NET_RAW; without it `start()` raises CaptureError saying so.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import threading
+import time
+from collections import Counter
+from typing import Callable
+
+from agent.probes.bpf import CAPTURE_SNAPLEN_BYTES, attach_filter, build_udp_dst_port_filter
+from agent.probes.frames import CapturedProbe, classify_vxlan_packet, sender_id
+
+ETH_P_IP = 0x0800
+PACKET_OUTGOING = 4
+#: Packets drained per wake-up at most, so a flood cannot starve the stop check.
+CAPTURE_BATCH = 256
+
+ReplyHandler = Callable[[CapturedProbe, int], None]
+
+
+class CaptureError(RuntimeError):
+    pass
+
+
+def missing_capability_message(what: str, exc: OSError) -> str:
+    return (f"{what} needs CAP_NET_RAW, which this process lacks ({exc.strerror or exc}); "
+            "run the agent privileged or add NET_RAW to its capabilities")
+
+
+class SeenTally:
+    """Thread-safe counts of peers' probes: (peer name, peer underlay IP, kind) -> count.
+    The capture adds the VXLAN kinds, the UDP responder the udp-control probes it answered."""
+
+    def __init__(self) -> None:
+        self._counts: Counter[tuple[str, str, str]] = Counter()
+        self._lock = threading.Lock()
+
+    def add(self, sender: str, peer_ip: str, kind: str) -> None:
+        with self._lock:
+            self._counts[(sender, peer_ip, kind)] += 1
+
+    def take(self) -> dict[tuple[str, str, str], int]:
+        """The counts since the last call (and start again from zero)."""
+        with self._lock:
+            counts = dict(self._counts)
+            self._counts.clear()
+        return counts
+
+
+class Capture:
+    """Counts peers' probes seen on `ifname`; calls `on_reply(probe, recv_ns)` (in the capture
+    thread) for echo replies to this node's probes."""
+
+    def __init__(self, node_name: str, ifname: str, vxlan_port: int,
+                 on_reply: ReplyHandler | None = None, seen: SeenTally | None = None,
+                 snaplen: int = CAPTURE_SNAPLEN_BYTES) -> None:
+        self.node_name = node_name
+        self.ifname = ifname
+        self.vxlan_port = vxlan_port
+        self.on_reply = on_reply
+        self.snaplen = snaplen
+        self._own_id = sender_id(node_name)
+        self.seen = seen if seen is not None else SeenTally()
+        self._sock: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self._wake_r = self._wake_w = -1
+        self.packets = 0
+
+    def start(self) -> None:
+        try:
+            # Protocol 0: no packet is queued until bind, so nothing slips in unfiltered.
+            sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+        except PermissionError as exc:
+            raise CaptureError(missing_capability_message("the capture", exc)) from None
+        try:
+            attach_filter(sock, build_udp_dst_port_filter(self.vxlan_port, self.snaplen))
+            sock.bind((self.ifname, ETH_P_IP))
+        except OSError as exc:
+            sock.close()
+            raise CaptureError(f"capture on {self.ifname}: {exc.strerror or exc}") from None
+        self._sock = sock
+        self._wake_r, self._wake_w = os.pipe()
+        self._thread = threading.Thread(target=self._loop, name=f"netdiag-capture-{self.ifname}",
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            os.write(self._wake_w, b"x")
+            self._thread.join(timeout=2.0)
+            self._thread = None
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        for fd in (self._wake_r, self._wake_w):
+            if fd >= 0:
+                os.close(fd)
+        self._wake_r = self._wake_w = -1
+
+    def _loop(self) -> None:
+        sock = self._sock
+        assert sock is not None
+        sock.setblocking(False)
+        while True:
+            # Blocks in the kernel until a VXLAN packet passes the filter: no idle wake-ups.
+            ready, _, _ = select.select([sock, self._wake_r], [], [])
+            if self._wake_r in ready:
+                return
+            for _ in range(CAPTURE_BATCH):
+                try:
+                    data, addr = sock.recvfrom(self.snaplen)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError:
+                    return
+                if addr[2] == PACKET_OUTGOING:
+                    continue
+                self.packets += 1
+                self._handle(data, time.monotonic_ns())
+
+    def _handle(self, data: bytes, recv_ns: int) -> None:
+        probe = classify_vxlan_packet(data, self.vxlan_port)
+        if probe is None:
+            return
+        marker = probe.frame.marker
+        if marker.sender_id == self._own_id:
+            if probe.frame.is_reply and self.on_reply is not None:
+                self.on_reply(probe, recv_ns)
+            return
+        if probe.frame.is_reply:
+            return  # a peer kernel's reply to somebody else's probe: not ours to count
+        self.seen.add(marker.sender, probe.outer_src, marker.kind)
