@@ -25,7 +25,8 @@ import hmac
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from collections import deque
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Mapping
 
 from aiohttp import web
@@ -34,7 +35,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from agent.report import Diagnosis, Finding, NodeReport, SchemaError, Severity
 from collector.metrics import CollectorMetrics
 from collector.store import (AsyncStore, FORGET_AFTER_S, HISTORY_MAX_AGE_S, HISTORY_PER_NODE,
-                             Store, StoredReport, Transition, compress_report,
+                             RECENT_PER_NODE, Store, StoredReport, Transition, compress_report,
                              decompress_report, digest_facts)
 
 log = logging.getLogger("netdiag.collector")
@@ -64,6 +65,7 @@ class CollectorConfig:
     history_per_node: int = HISTORY_PER_NODE
     history_max_age_s: float = HISTORY_MAX_AGE_S
     forget_after_s: float = FORGET_AFTER_S
+    recent_per_node: int = RECENT_PER_NODE
     correlate_period_s: float = CORRELATE_PERIOD_S
     prune_period_s: float = PRUNE_PERIOD_S
     #: Background tasks (periodic correlation for the timeline, pruning); tests may turn off.
@@ -72,13 +74,23 @@ class CollectorConfig:
 
 @dataclass
 class NodeEntry:
-    """What the collector keeps in memory per node: the compressed report and its peer row."""
+    """What the collector keeps in memory per node: its recent rounds as correlation digests
+    (oldest first; only the latest keeps its whole report), its peer row, its worst finding."""
 
     name: str
     received_at: float
-    blob: bytes
+    rounds: deque[Any]
     peer: dict[str, Any]
     worst: Severity
+
+    def add_round(self, digest: Any) -> None:
+        if self.rounds:
+            self.rounds[-1] = strip_report(self.rounds[-1])
+        self.rounds.append(digest)
+
+    @property
+    def latest(self) -> Any:
+        return self.rounds[-1]
 
 
 @dataclass
@@ -87,7 +99,6 @@ class ReportView:
 
     version: int
     computed_at: float
-    reports: tuple[NodeReport, ...]
     received_at: Mapping[str, float]
     diagnoses: tuple[Diagnosis, ...]
     findings: tuple[Finding, ...]
@@ -176,18 +187,44 @@ def _reject_constant(name: str) -> None:
 
 # --- correlation and rendering: H6's pure modules, behind one function each -----------------
 
-def correlate_reports(reports: tuple[NodeReport, ...], received_at: Mapping[str, float],
-                      now: float) -> tuple[Diagnosis, ...]:
+def digest(report: NodeReport) -> Any:
+    """Index a report once at ingest (collector.correlate.digest_report) for correlation."""
     try:
-        from collector.correlate import correlate
+        from collector.correlate import digest_report
+    except ImportError:
+        return report
+    return digest_report(report)
+
+
+def report_of(item: Any) -> NodeReport:
+    return item if isinstance(item, NodeReport) else item.report
+
+
+def strip_report(item: Any) -> Any:
+    """An earlier round keeps only its probe index: its whole report is dropped (memory)."""
+    if isinstance(item, NodeReport):
+        return item
+    r = item.report
+    return replace(item, report=NodeReport(node=r.node, collected_at=r.collected_at,
+                                           interval_s=r.interval_s))
+
+
+def correlate_rounds(latest: Mapping[str, Any], history: Mapping[str, list[Any]],
+                     received_at: Mapping[str, float], now: float) -> tuple[tuple[Diagnosis, ...], Any]:
+    try:
+        from collector.correlate import correlate_with_matrix
     except ImportError:  # H6's rules not committed yet: staleness only
-        return _fallback_correlate(reports, received_at, now)
-    return tuple(correlate(reports, now=now, received_at=received_at))
+        reports = tuple(report_of(d) for d in latest.values())
+        return _fallback_correlate(reports, received_at, now), None
+    diagnoses, matrix = correlate_with_matrix(latest, now, history=history,
+                                              received_at=received_at)
+    return tuple(diagnoses), matrix
 
 
-def render_views(reports: tuple[NodeReport, ...], received_at: Mapping[str, float],
-                 diagnoses: tuple[Diagnosis, ...], now: float,
-                 timeline: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
+def render_views(latest: Mapping[str, Any], received_at: Mapping[str, float],
+                 diagnoses: tuple[Diagnosis, ...], matrix: Any, history: Mapping[str, list[Any]],
+                 now: float, timeline: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
+    reports = tuple(report_of(d) for d in latest.values())
     try:
         from collector.render import render_report_json, render_report_text
     except ImportError:  # H6's renderers not committed yet
@@ -242,22 +279,21 @@ def _fallback_text(doc: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def compute_view(version: int, entries: list[NodeEntry], now: float,
-                 open_since: Mapping[str, float],
-                 timeline: Mapping[str, Any]) -> ReportView:
-    """Runs off the event loop: decode the latest reports, correlate, render."""
+def compute_view(version: int, entries: list[tuple[str, float, list[Any]]], now: float,
+                 open_since: Mapping[str, float], timeline: Mapping[str, Any]) -> ReportView:
+    """Runs off the event loop: correlate the nodes' recent rounds, render."""
     started = time.perf_counter()
-    reports = tuple(NodeReport.from_dict(json.loads(decompress_report(e.blob)))
-                    for e in entries)
-    received = {e.name: e.received_at for e in entries}
-    diagnoses = correlate_reports(reports, received, now)
-    findings = tuple(f for r in reports for f in r.findings)
-    doc, text = render_views(reports, received, diagnoses, now, timeline)
+    latest = {name: rounds[-1] for name, _, rounds in entries}
+    history = {name: rounds for name, _, rounds in entries}
+    received = {name: at for name, at, _ in entries}
+    diagnoses, matrix = correlate_rounds(latest, history, received, now)
+    findings = tuple(f for d in latest.values() for f in report_of(d).findings)
+    doc, text = render_views(latest, received, diagnoses, matrix, history, now, timeline)
     # "since when": each diagnosis carries when it first appeared (kept across restarts).
     for d_doc, d in zip(doc.get("diagnoses", ()), diagnoses):
         if isinstance(d_doc, dict):
             d_doc.setdefault("since", open_since.get(diagnosis_key(d), now))
-    return ReportView(version, now, reports, received, diagnoses, findings, doc, text,
+    return ReportView(version, now, received, diagnoses, findings, doc, text,
                       time.perf_counter() - started)
 
 
@@ -270,7 +306,8 @@ async def current_view(state: CollectorState) -> ReportView:
         if view is not None and view.version == state.version and now - view.computed_at < max_age:
             return view
         version = state.version
-        entries = list(state.nodes.values())
+        entries = [(e.name, e.received_at, list(e.rounds)) for e in state.nodes.values()]
+        worst = {e.name: e.worst for e in state.nodes.values()}
         store = state.store.store
         transitions = await state.store.call(store.transitions, 50)
         changes = await state.store.call(store.fact_changes, 50)
@@ -285,14 +322,14 @@ async def current_view(state: CollectorState) -> ReportView:
             for e in events:
                 log.info("diagnosis %s %s%s", e.event, e.diagnosis_id,
                          f" ({', '.join(e.nodes)})" if e.nodes else "")
-            timeline = view.json_doc.get("timeline")
-            if isinstance(timeline, dict):
-                timeline["transitions"] = ([e.to_dict() for e in reversed(events)]
-                                           + list(timeline.get("transitions", ())))[:50]
+            timeline_doc = view.json_doc.get("timeline")
+            if isinstance(timeline_doc, dict):
+                timeline_doc["transitions"] = ([e.to_dict() for e in reversed(events)]
+                                               + list(timeline_doc.get("transitions", ())))[:50]
             for d_doc, d in zip(view.json_doc.get("diagnoses", ()), view.diagnoses):
                 if isinstance(d_doc, dict):
                     d_doc["since"] = state.open_since.get(diagnosis_key(d), now)
-        state.metrics.set_verdicts({e.name: e.worst for e in entries}, view.diagnoses)
+        state.metrics.set_verdicts(worst, view.diagnoses)
         state.view = view
         return view
 
@@ -350,14 +387,26 @@ async def post_report(request: web.Request) -> web.Response:
                                   if f.severity >= Severity.WARNING})),
         fact_digests=digest_facts(report.facts))
     await state.store.write_report(stored)
-    peer = peer_of(report)
-    old = state.nodes.get(name)
-    state.nodes[name] = NodeEntry(name, now, stored.blob, peer, report.worst)
-    state.version += 1
-    if old is None or old.peer != peer:
-        state.rebuild_peers()
+    _remember(state, report, now)
     metrics.observe_report(name, now)
     return _peers_response(state, request.headers.get(PEERS_VERSION_HEADER))
+
+
+def _remember(state: CollectorState, report: NodeReport, received_at: float) -> None:
+    """Keep a validated report in memory: digest it, update the node's peer row."""
+    name = report.node.name
+    peer = peer_of(report)
+    entry = state.nodes.get(name)
+    changed = entry is None or entry.peer != peer
+    if entry is None:
+        entry = state.nodes[name] = NodeEntry(name, received_at,
+                                              deque(maxlen=state.config.recent_per_node),
+                                              peer, report.worst)
+    entry.add_round(digest(report))
+    entry.received_at, entry.peer, entry.worst = received_at, peer, report.worst
+    state.version += 1
+    if changed:
+        state.rebuild_peers()
 
 
 def _peers_response(state: CollectorState, known_version: str | None) -> web.Response:
@@ -421,14 +470,14 @@ async def readyz(request: web.Request) -> web.Response:
 async def _on_startup(app: web.Application) -> None:
     state = app[STATE]
     await state.store.open()
-    rows = await state.store.call(state.store.store.load_latest)
+    rows = await state.store.call(state.store.store.load_recent)
     for name, received_at, blob in rows:
         try:
             report = NodeReport.from_dict(json.loads(decompress_report(blob)))
         except Exception as exc:  # noqa: BLE001 - a bad row is skipped, never fatal
             log.warning("skipping stored report of %s: %s", name, exc)
             continue
-        state.nodes[name] = NodeEntry(name, received_at, blob, peer_of(report), report.worst)
+        _remember(state, report, received_at)
         state.metrics.observe_report(name, received_at)
     state.open_since = await state.store.call(state.store.store.open_diagnoses)
     state.rebuild_peers()
@@ -489,7 +538,7 @@ async def _on_cleanup(app: web.Application) -> None:
 def make_app(config: CollectorConfig) -> web.Application:
     app = web.Application(client_max_size=config.max_body_bytes)
     store = AsyncStore(Store(config.db_path, config.history_per_node, config.history_max_age_s,
-                             config.forget_after_s))
+                             config.forget_after_s, config.recent_per_node))
     app[CONFIG] = config
     app[STATE] = CollectorState(config=config, store=store, metrics=CollectorMetrics())
     app[TASKS] = []

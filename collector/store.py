@@ -1,8 +1,9 @@
 """The collector's state on disk: SQLite in WAL mode, bounded.
 
 Three tables:
-- `latest`: the newest report per node (zlib-compressed JSON, as received and validated), so a
-  restart loses nothing and `/report` works at once;
+- `recent`: the newest `recent_per_node` reports per node (zlib-compressed JSON, as received
+  and validated): the latest for `/report`, the rounds before it because verdicts need repeated
+  failures; a restart loses nothing;
 - `history`: one small row per received report (when, worst severity, finding ids, a digest of
   every fact), the last `history_per_node` rows per node and at most `history_max_age_s` old,
   so "node2's rp_filter changed at 10:02" is answerable without keeping whole reports;
@@ -26,6 +27,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
+#: Whole reports kept per node: the latest and the rounds before it (correlation confirms a
+#: failure over consecutive rounds).
+RECENT_PER_NODE = 3
 #: History rows kept per node (one per report: at a 30 s interval, 2 hours).
 HISTORY_PER_NODE = 240
 #: History older than this is dropped whatever the count.
@@ -37,11 +41,13 @@ TRANSITIONS_MAX = 10_000
 ZLIB_LEVEL = 1
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS latest (
-    node TEXT PRIMARY KEY,
+CREATE TABLE IF NOT EXISTS recent (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    node TEXT NOT NULL,
     received_at REAL NOT NULL,
     report BLOB NOT NULL
 );
+CREATE INDEX IF NOT EXISTS recent_node ON recent (node, id);
 CREATE TABLE IF NOT EXISTS history (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     node TEXT NOT NULL,
@@ -136,8 +142,10 @@ class Store:
 
     def __init__(self, path: str, history_per_node: int = HISTORY_PER_NODE,
                  history_max_age_s: float = HISTORY_MAX_AGE_S,
-                 forget_after_s: float = FORGET_AFTER_S) -> None:
+                 forget_after_s: float = FORGET_AFTER_S,
+                 recent_per_node: int = RECENT_PER_NODE) -> None:
         self.path = path
+        self.recent_per_node = recent_per_node
         self.history_per_node = history_per_node
         self.history_max_age_s = history_max_age_s
         self.forget_after_s = forget_after_s
@@ -172,16 +180,18 @@ class Store:
     # --- reports ---------------------------------------------------------------------------
 
     def write_reports(self, reports: Iterable[StoredReport]) -> None:
-        """One transaction for the whole batch: latest upserted, one history row each."""
+        """One transaction for the whole batch: each report joins its node's recent reports
+        (the oldest beyond `recent_per_node` dropped), plus one history row each."""
         db = self.db
         rows = list(reports)
         db.execute("BEGIN")
         try:
+            db.executemany("INSERT INTO recent (node, received_at, report) VALUES (?, ?, ?)",
+                           [(r.node, r.received_at, r.blob) for r in rows])
             db.executemany(
-                "INSERT INTO latest (node, received_at, report) VALUES (?, ?, ?) "
-                "ON CONFLICT(node) DO UPDATE SET received_at=excluded.received_at, "
-                "report=excluded.report",
-                [(r.node, r.received_at, r.blob) for r in rows])
+                "DELETE FROM recent WHERE node = ? AND id NOT IN "
+                "(SELECT id FROM recent WHERE node = ? ORDER BY id DESC LIMIT ?)",
+                [(n, n, self.recent_per_node) for n in {r.node for r in rows}])
             db.executemany(
                 "INSERT INTO history (node, received_at, collected_at, worst, finding_ids, "
                 "fact_digests) VALUES (?, ?, ?, ?, ?, ?)",
@@ -192,9 +202,10 @@ class Store:
             db.execute("ROLLBACK")
             raise
 
-    def load_latest(self) -> list[tuple[str, float, bytes]]:
-        return [(n, t, bytes(b)) for n, t, b in
-                self.db.execute("SELECT node, received_at, report FROM latest ORDER BY node")]
+    def load_recent(self) -> list[tuple[str, float, bytes]]:
+        """Every node's recent reports, oldest first per node."""
+        return [(n, t, bytes(b)) for n, t, b in self.db.execute(
+            "SELECT node, received_at, report FROM recent ORDER BY node, id")]
 
     def history(self, node: str | None = None, limit: int = 100) -> list[HistoryRow]:
         if node is None:
@@ -268,8 +279,9 @@ class Store:
         db.execute("BEGIN")
         try:
             forgotten = [n for (n,) in db.execute(
-                "SELECT node FROM latest WHERE received_at < ?", (now - self.forget_after_s,))]
-            db.execute("DELETE FROM latest WHERE received_at < ?", (now - self.forget_after_s,))
+                "SELECT node FROM recent GROUP BY node HAVING MAX(received_at) < ?",
+                (now - self.forget_after_s,))]
+            db.executemany("DELETE FROM recent WHERE node = ?", [(n,) for n in forgotten])
             db.execute("DELETE FROM history WHERE received_at < ?",
                        (now - self.history_max_age_s,))
             db.execute(
@@ -286,7 +298,7 @@ class Store:
         return forgotten
 
     def count(self, table: str) -> int:
-        if table not in ("latest", "history", "transitions"):
+        if table not in ("recent", "history", "transitions"):
             raise ValueError(table)
         return int(self.db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
 
