@@ -4,13 +4,14 @@ test)."""
 
 from __future__ import annotations
 
-from agent.checks import bridge_nf, cni, hairpin, ip_forward, rp_filter, vxlan
+from agent.checks import bridge_nf, cni, conntrack, hairpin, ip_forward, rp_filter, vxlan
 
 ALL_CHECKS = (
     ip_forward,
     rp_filter,
     bridge_nf,
     hairpin,
+    conntrack,
     cni,
     vxlan,
 )
