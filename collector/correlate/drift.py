@@ -1,9 +1,75 @@
-"""(not implemented yet: returns nothing)"""
+"""`drift.<fact>`: one node (or a few) differs from the clear majority on a fact the agents
+report (NodeReport.facts, nested dicts flattened to dotted keys): rp_filter, hairpin,
+conntrack binary present, ip_forward, bridge-nf-call-iptables, kube-proxy mode, CNI config
+digest, ... Any scalar fact is compared the same way. Nodes of one cluster are meant to be
+alike; the odd one out is where "works on every node but one" comes from.
+
+Only with a clear majority (more than `drift_majority` of the nodes that report the fact, and
+at least `drift_min_nodes` of them); counters, timestamps and per-node identities
+(`drift_ignore_keys`, `drift_ignore_suffixes`) are not compared; `service_vips_digest` has its
+own rule (kube-proxy.rules-diverged). Severity warning: the node's own checks say whether the
+value itself is wrong.
+"""
 
 from __future__ import annotations
 
-from collector.correlate.base import ClusterView, RuleResult
+from collections import Counter
+from typing import Any
+
+from agent.report import Severity
+from collector.correlate.base import (ClusterView, RuleResult, _Acc, clear_majority, diagnosis,
+                                      name_list)
+
+FIX = ("Bring {nodes} in line with the rest of the cluster on `{key}` (majority value "
+       "{value!r}): find what set it there (a sysctl.d file, a hand edit, a different image or "
+       "node pool template) and fix it at the source, so the node is like its peers.")
+
+
+def _ignored(key: str, cfg) -> bool:
+    last = key.rsplit(".", 1)[-1]
+    return (key in cfg.drift_ignore_keys or last in cfg.drift_ignore_keys
+            or key.endswith(cfg.drift_ignore_suffixes))
 
 
 def evaluate(view: ClusterView) -> RuleResult:
-    return RuleResult()
+    acc = _Acc()
+    cfg = view.config
+    groups: dict[tuple, list[str]] = {}
+    for name, d in view.live.items():
+        groups.setdefault(d.fact_items, []).append(name)
+    votes: dict[str, Counter] = {}
+    for items, members in groups.items():
+        n = len(members)
+        for key, value in items:
+            c = votes.get(key)
+            if c is None:
+                c = votes[key] = Counter()
+            c[value] += n
+    for key in sorted(votes):
+        counts = votes[key]
+        if len(counts) < 2 or _ignored(key, cfg):
+            continue
+        total = sum(counts.values())
+        if total < cfg.drift_min_nodes:
+            continue
+        major = clear_majority(counts, cfg.drift_majority)
+        if major is None:
+            continue
+        value: Any = major[0]
+        odd: dict[str, Any] = {}
+        for items, members in groups.items():
+            v = dict(items).get(key, value)
+            if v != value:
+                for m in members:
+                    odd[m] = v
+        wrong = sorted(odd)
+        shown = ", ".join(f"{n}={odd[n]!r}" for n in wrong[:4])
+        more = f" and {len(wrong) - 4} more" if len(wrong) > 4 else ""
+        title = (f"{key} differs on {shown}{more}; {counts[value]} of {total} nodes have "
+                 f"{value!r}")
+        evidence = [f"{n}: {key} = {odd[n]!r}" for n in wrong]
+        evidence.append(f"majority: {key} = {value!r} on {counts[value]} of {total} nodes")
+        acc.diagnoses.append(diagnosis(f"drift.{key}", Severity.WARNING, wrong, title, evidence,
+                                       FIX.format(nodes=name_list(wrong), key=key,
+                                                  value=value)))
+    return acc.result()

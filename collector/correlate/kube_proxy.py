@@ -1,9 +1,77 @@
-"""(not implemented yet: returns nothing)"""
+"""`kube-proxy.rules-diverged`: a node's programmed Service VIP set (the `service_vips_digest`
+fact, a digest of the Service VIPs found in its iptables/IPVS rules) differs from the clear
+majority. The usual cause is a stale kube-proxy: it stopped syncing (lost its API watch,
+crash-looping, conntrack missing), so new or changed Services do not work from that node.
+
+kube-proxy syncs on its own schedule, so one differing report may be a sync in progress: the
+verdict is a warning only when the node's previous report also differed from today's majority
+(`min_failed_rounds` reports); a single report is info.
+"""
 
 from __future__ import annotations
 
-from collector.correlate.base import ClusterView, RuleResult
+from collections import Counter
+
+from agent.report import Severity
+from collector.correlate.base import (ClusterView, RuleResult, _Acc, clear_majority, diagnosis,
+                                      name_list)
+from collector.correlate.model import as_digest
+
+FACT_SUFFIX = "service_vips_digest"
+FIX = ("Restart kube-proxy on {nodes} (`kubectl -n kube-system delete pod -l "
+       "k8s-app=kube-proxy --field-selector spec.nodeName=<node>`) and read its log for why it "
+       "stopped syncing (API watch errors, `conntrack` binary missing, iptables lock); compare "
+       "`iptables-save -t nat | grep -c KUBE-SVC` (or `ipvsadm -Ln | wc -l`) with a healthy "
+       "node.")
+
+
+def _digest_fact(facts) -> tuple[str, object] | None:
+    for key, value in facts.items():
+        if key == FACT_SUFFIX or key.endswith("." + FACT_SUFFIX):
+            return key, value
+    return None
 
 
 def evaluate(view: ClusterView) -> RuleResult:
-    return RuleResult()
+    acc = _Acc()
+    values = {}
+    key = FACT_SUFFIX
+    for name, d in view.live.items():
+        found = _digest_fact(d.facts)
+        if found is not None and found[1] not in (None, ""):
+            key, values[name] = found
+    if len(values) < 3:
+        return acc.result()
+    counts = Counter(values.values())
+    major = clear_majority(counts, 0.5)
+    if major is None or len(counts) < 2:
+        return acc.result()
+    value = major[0]
+    wrong = sorted(n for n, v in values.items() if v != value)
+    confirmed, single = [], []
+    for n in wrong:
+        rounds = 1
+        latest = view.live[n]
+        for h in sorted((as_digest(r) for r in view.history.get(n, ())),
+                        key=lambda d: -d.collected_at):
+            if h.collected_at >= latest.collected_at:
+                continue
+            prev = _digest_fact(h.facts)
+            if prev is None or prev[1] == value:
+                break
+            rounds += 1
+        (confirmed if rounds >= view.config.min_failed_rounds else single).append((n, rounds))
+    for group, severity, note in ((confirmed, Severity.WARNING, ""),
+                                  (single, Severity.INFO, " (one report: may be a sync in "
+                                                           "progress)")):
+        if not group:
+            continue
+        names = [n for n, _ in group]
+        title = (f"kube-proxy rules on {name_list(names, 4)} differ from {counts[value]} of "
+                 f"{len(values)} nodes: stale Service VIPs{note}")
+        evidence = [f"{n}: {key} = {values[n]} ({r} report{'s' if r != 1 else ''})"
+                    for n, r in group]
+        evidence.append(f"majority: {key} = {value} on {counts[value]} of {len(values)} nodes")
+        acc.diagnoses.append(diagnosis("kube-proxy.rules-diverged", severity, names, title,
+                                       evidence, FIX.format(nodes=name_list(names))))
+    return acc.result()

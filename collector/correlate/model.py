@@ -71,6 +71,9 @@ class NodeDigest:
     #: (peer, kind) -> (sent, answered, error) for evidence
     probe_index: Mapping[tuple[str, str], tuple[int, int | None, str]]
     facts: Mapping[str, Any]
+    #: the hashable facts as sorted (key, value) pairs: nodes with equal facts share one
+    #: value, so drift is computed per distinct fact set, not per node
+    fact_items: tuple[tuple[str, Any], ...] = ()
     #: the node reports itself unhealthy (its probe failures are not evidence against peers)
     unhealthy: bool = False
     #: the node runs a prober (so its capture is meaningful)
@@ -105,6 +108,15 @@ def digest_report(report: NodeReport) -> NodeDigest:
         seen[(s.peer, s.kind)] = seen.get((s.peer, s.kind), 0) + s.count
         if s.kind == "wire" and s.count > 0:
             seen_wire.add(s.peer)
+    flat = flatten_facts(report.facts)
+    items = []
+    for k, v in flat.items():
+        try:
+            hash(v)
+        except TypeError:
+            continue
+        items.append((k, v))
+    items.sort(key=lambda kv: kv[0])
     unhealthy = any(f.severity >= Severity.WARNING and f.id.startswith(UNHEALTHY_AGENT_PREFIXES)
                     for f in report.findings)
     return NodeDigest(
@@ -113,7 +125,7 @@ def digest_report(report: NodeReport) -> NodeDigest:
         lost={k: frozenset(v) for k, v in lost.items()},
         answered={k: frozenset(v) for k, v in answered.items()},
         seen_wire=frozenset(seen_wire), seen=seen, probe_index=index,
-        facts=flatten_facts(report.facts), unhealthy=unhealthy,
+        facts=flat, fact_items=tuple(items), unhealthy=unhealthy,
         captures=bool(wire) or bool(report.seen))
 
 

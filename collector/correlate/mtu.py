@@ -1,9 +1,64 @@
-"""(not implemented yet: returns nothing)"""
+"""`overlay.mtu-blackhole`: small echo probes get through, echo probes padded to the overlay
+MTU with DF set are lost (confirmed over rounds). Small packets work, so pings and DNS look
+fine while TLS handshakes, image pulls and large responses hang.
+
+Scope: one target X when >= `min_senders` senders (a majority of X's probers) see it (X's
+underlay or VXLAN MTU is smaller); otherwise one diagnosis for all affected paths.
+"""
 
 from __future__ import annotations
 
-from collector.correlate.base import ClusterView, RuleResult
+from agent.report import Severity
+from collector.correlate.base import (ClusterView, RuleResult, _Acc, diagnosis, name_list,
+                                      plural)
+from collector.correlate.model import PATH_KINDS, PairStatus
+
+FIX = ("Make the overlay MTU fit the underlay path: VXLAN adds 50 bytes, so the VXLAN device "
+       "MTU must be <= underlay MTU - 50 (e.g. 1450 on a 1500 underlay). Check `ip link show` "
+       "MTU of {scope} (VXLAN device and parent), test the underlay path with "
+       "`ping -M do -s <overlay MTU + 22> <peer underlay IP>`, and allow ICMP "
+       "'fragmentation needed' (type 3 code 4) in security groups so PMTU discovery works.")
+
+
+def _mtu_of(view: ClusterView, node: str) -> str:
+    d = view.digests.get(node)
+    if d and d.report.overlay:
+        dev = d.report.overlay[0]
+        return f"{node}: {dev.name} mtu {dev.mtu}"
+    return f"{node}: no overlay device reported"
 
 
 def evaluate(view: ClusterView) -> RuleResult:
-    return RuleResult()
+    acc = _Acc()
+    cfg = view.config
+    pairs: list[PairStatus] = [st for st, kinds in view.confirmed_failures()
+                               if "mtu" in kinds and not (st.kinds & PATH_KINDS)]
+    if not pairs:
+        return acc.result()
+    by_target: dict[str, list[PairStatus]] = {}
+    for st in pairs:
+        by_target.setdefault(st.target, []).append(st)
+    rest: list[PairStatus] = []
+    for x in sorted(by_target):
+        fails = by_target[x]
+        if len(fails) >= cfg.min_senders and len(fails) > cfg.blame_fraction * \
+                view.trusted_probers(x):
+            title = (f"MTU black hole towards {x}: full-size overlay packets from "
+                     f"{len(fails)} of {view.trusted_probers(x)} peers are lost, small ones pass")
+            evidence = [_mtu_of(view, x)] + [f"{st.sender} -> {x}: echo ok, MTU-sized echo "
+                                               f"(DF) lost ({st.rounds} rounds)" for st in fails]
+            acc.diagnoses.append(diagnosis("overlay.mtu-blackhole", Severity.ERROR, (x,), title,
+                                           evidence, FIX.format(scope=x)))
+        else:
+            rest.extend(fails)
+    if rest:
+        involved = sorted({st.sender for st in rest} | {st.target for st in rest})
+        title = (f"MTU black hole on {plural(len(rest), 'path')}: full-size overlay packets "
+                 f"are lost, small ones pass ({name_list(involved, 4)})")
+        evidence = [_mtu_of(view, n) for n in involved[:6]]
+        evidence += [f"{st.sender} -> {st.target}: echo ok, MTU-sized echo (DF) lost "
+                     f"({st.rounds} rounds)" for st in rest]
+        acc.diagnoses.append(diagnosis("overlay.mtu-blackhole", Severity.WARNING, involved,
+                                       title, evidence, FIX.format(scope=name_list(involved))))
+    acc.explains.update((st.sender, st.target) for st in pairs)
+    return acc.result()

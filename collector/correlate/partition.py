@@ -1,9 +1,96 @@
-"""(not implemented yet: returns nothing)"""
+"""`overlay.partition`: the nodes fall into groups that reach each other inside but not across
+(node groups in different security groups, subnets whose ACLs do not allow each other).
+
+Groups are the connected components of the "probe worked" graph. A partition needs at least
+two groups each holding >= `partition_min_side_fraction` of the live nodes (and >= 2 nodes),
+with confirmed failures across them: so 2 of 20 nodes failing is *not* a partition (those are
+node-level causes, found by the next rules). Every node of every side is in `nodes`.
+
+Cost: union-find over the working pairs, run only when at least
+`partition_min_failing_fraction` of probed pairs fail (a healthy cluster skips it).
+"""
 
 from __future__ import annotations
 
-from collector.correlate.base import ClusterView, RuleResult
+import math
+
+from agent.report import Severity
+from collector.correlate.base import (ClusterView, RuleResult, _Acc, diagnosis, name_list,
+                                      vxlan_port)
+from collector.correlate.model import PATH_KINDS
+
+FIX = ("Allow overlay traffic between the groups: UDP {port} (VXLAN) in both directions "
+       "between their security groups / subnets (ingress rule on each group's security group "
+       "with the other group as source; check network ACLs and routes between the subnets). "
+       "Nodes of one node group usually share a security group: compare them.")
+
+
+def components(nodes: list[str], edges) -> dict[str, str]:
+    parent = {n: n for n in nodes}
+
+    def find(x: str) -> str:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for a, b in edges:
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[ra] = rb
+    return {n: find(n) for n in nodes}
 
 
 def evaluate(view: ClusterView) -> RuleResult:
-    return RuleResult()
+    acc = _Acc()
+    cfg = view.config
+    m = view.matrix
+    live = [n for n in view.live if n not in view.blamed]
+    if len(live) < 4 or not m.pairs_probed:
+        return acc.result()
+    path_fail = {k: st for k, st in m.failures.items() if st.kinds & PATH_KINDS}
+    if len(path_fail) < cfg.partition_min_failing_fraction * m.pairs_probed:
+        return acc.result()
+    live_set = set(live)
+
+    def ok_edges():
+        for s in live:
+            d = view.live[s]
+            for t in d.targets:
+                if t in live_set and (s, t) not in path_fail:
+                    yield s, t
+
+    comp = components(live, ok_edges())
+    groups: dict[str, list[str]] = {}
+    for n, root in comp.items():
+        groups.setdefault(root, []).append(n)
+    min_side = max(2, math.ceil(cfg.partition_min_side_fraction * len(live)))
+    sides = sorted((sorted(g) for g in groups.values() if len(g) >= min_side),
+                   key=lambda g: (-len(g), g[0]))
+    if len(sides) < 2:
+        return acc.result()
+    side_of = {n: i for i, g in enumerate(sides) for n in g}
+    across = []
+    for st, kinds in view.confirmed_failures():
+        a, b = side_of.get(st.sender), side_of.get(st.target)
+        if a is not None and b is not None and a != b and kinds & PATH_KINDS:
+            across.append(st)
+    if len(across) < cfg.min_senders:
+        return acc.result()
+    nodes = sorted(side_of)
+    sizes = " | ".join(f"[{name_list(g, 4)}]" for g in sides)
+    title = (f"the overlay is partitioned into {len(sides)} groups that reach each other "
+             f"inside but not across ({' + '.join(str(len(g)) for g in sides)} nodes)")
+    seen = [st for st in across if st.wire_seen]
+    where = ("the receivers' captures never saw the packets: dropped in the fabric between "
+             "the groups" if not seen else
+             f"{len(seen)} of {len(across)} failing pairs were seen by the receiver's capture")
+    evidence = [f"groups: {sizes}", where] + [st.describe() for st in across]
+    acc.diagnoses.append(diagnosis("overlay.partition", Severity.ERROR, nodes, title, evidence,
+                                   FIX.format(port=vxlan_port(view.live.get(nodes[0])))))
+    acc.blames.update(nodes)
+    for (s, t) in path_fail:
+        a, b = side_of.get(s), side_of.get(t)
+        if a is not None and b is not None and a != b:
+            acc.explains.add((s, t))
+    return acc.result()

@@ -1,9 +1,99 @@
-"""(not implemented yet: returns nothing)"""
+"""`overlay.udp-blocked`: the overlay path fails and UDP to the agent's control port fails too,
+while TCP to the agent's port works. The node is up and routable; something drops *all UDP*
+(the classic case: a cloud security group that allows only TCP between nodes, seed 004, where
+VXLAN on UDP 8472 dies and DNS "flaps" across nodes).
+
+Scope, from the confirmed pairs showing it:
+- one target X (>= `min_senders` senders, a majority of X's probers): UDP into X is blocked;
+- one sender X (most of its targets): UDP out of X is blocked;
+- otherwise, more than `cluster_wide_fraction` of all probed pairs: UDP is blocked between
+  the nodes (every node involved is in `nodes`);
+- anything less is left to `overlay.pair-failure` (its evidence says UDP/TCP).
+Pairs whose wire probes the target's capture saw are not counted: UDP reached the target, so
+its host drops it (the node rules say so).
+This runs before the node rules: "all UDP blocked" explains "VXLAN to X blocked".
+"""
 
 from __future__ import annotations
 
-from collector.correlate.base import ClusterView, RuleResult
+from agent.report import Severity
+from collector.correlate.base import (ClusterView, RuleResult, _Acc, diagnosis, name_list,
+                                      vxlan_port)
+from collector.correlate.model import PATH_KINDS, PairStatus
+
+FIX = ("Allow UDP between the nodes: add rules for UDP {port} (VXLAN) and UDP 9476 (netdiag "
+       "agent) — or all UDP — from the node security group to {scope} (security group / "
+       "network ACL / firewall between node groups). TCP already passes, so the node is up; "
+       "only UDP is filtered. Alternatively run the CNI in direct-routing mode instead of "
+       "VXLAN where the underlay allows it.")
+
+
+def _udp_only(view: ClusterView) -> list[PairStatus]:
+    out = []
+    for st, kinds in view.confirmed_failures():
+        if st.sender in view.blamed or st.target in view.blamed:
+            continue
+        if st.wire_seen:
+            continue  # the target's capture saw the VXLAN packets: not the fabric
+        if kinds & PATH_KINDS and "udp-control" in kinds:
+            answered = view.live[st.sender].answered.get(st.target, ())
+            if "tcp-control" in answered:
+                out.append(st)
+    return out
 
 
 def evaluate(view: ClusterView) -> RuleResult:
-    return RuleResult()
+    acc = _Acc()
+    cfg = view.config
+    pairs = _udp_only(view)
+    if not pairs:
+        return acc.result()
+    by_target: dict[str, list[PairStatus]] = {}
+    by_sender: dict[str, list[PairStatus]] = {}
+    for st in pairs:
+        by_target.setdefault(st.target, []).append(st)
+        by_sender.setdefault(st.sender, []).append(st)
+    used: set[tuple[str, str]] = set()
+    if len(pairs) >= 2 and len(pairs) > cfg.cluster_wide_fraction * view.matrix.pairs_probed:
+        involved = sorted({st.sender for st in pairs} | {st.target for st in pairs})
+        port = vxlan_port(view.live.get(involved[0]))
+        title = (f"UDP between nodes is dropped (TCP works): {len(pairs)} of "
+                 f"{view.matrix.pairs_probed} probed pairs lose VXLAN and UDP control probes")
+        evidence = [f"nodes involved: {name_list(involved, 10)}",
+                    "TCP connect to each peer's agent port succeeds: the nodes are up"]
+        evidence += [st.describe() for st in pairs]
+        acc.diagnoses.append(diagnosis("overlay.udp-blocked", Severity.ERROR, involved, title,
+                                       evidence, FIX.format(port=port, scope="every node")))
+        acc.blames.update(involved)
+        used.update((st.sender, st.target) for st in pairs)
+    else:
+        for x in sorted(by_target):
+            fails = [st for st in by_target[x] if (st.sender, x) not in used]
+            if (len(fails) >= cfg.min_senders
+                    and len(fails) > cfg.blame_fraction * view.trusted_probers(x)):
+                title = (f"UDP to {x} is dropped (TCP works): {len(fails)} of "
+                         f"{view.trusted_probers(x)} peers lose VXLAN and UDP control probes")
+                evidence = [f"TCP to {x}'s agent port works: {x} is up; UDP (VXLAN and "
+                            f"control) never gets through"] + [st.describe() for st in fails]
+                acc.diagnoses.append(diagnosis(
+                    "overlay.udp-blocked", Severity.ERROR, (x,), title, evidence,
+                    FIX.format(port=vxlan_port(view.live.get(x)), scope=x)))
+                acc.blames.add(x)
+                used.update((st.sender, x) for st in fails)
+        for x in sorted(by_sender):
+            fails = [st for st in by_sender[x] if (x, st.target) not in used]
+            if (len(fails) >= cfg.min_senders
+                    and len(fails) > cfg.blame_fraction * view.matrix.probed_out.get(x, 0)):
+                title = (f"UDP from {x} is dropped (TCP works): {len(fails)} of "
+                         f"{view.matrix.probed_out.get(x, 0)} targets lose its VXLAN and UDP "
+                         f"control probes")
+                evidence = [f"TCP from {x} to its targets works; UDP does not"]
+                evidence += [st.describe() for st in fails]
+                acc.diagnoses.append(diagnosis(
+                    "overlay.udp-blocked", Severity.ERROR, (x,), title, evidence,
+                    FIX.format(port=vxlan_port(view.live.get(x)),
+                               scope=f"the other nodes from {x} (egress)")))
+                acc.blames.add(x)
+                used.update((x, st.target) for st in fails)
+    acc.explains.update(used)
+    return acc.result()

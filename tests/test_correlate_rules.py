@@ -1,0 +1,182 @@
+"""The cross-node rules on hand-built reports, including the ambiguous cases."""
+
+from agent.report import Severity
+from collector.correlate import correlate
+from tests.correlate_builder import Simulation, build_round, nodes, simulate, vxlan
+
+
+def _ids(diags, at_least=Severity.INFO):
+    return [(d.id, d.nodes) for d in diags if d.severity >= at_least]
+
+
+def test_seed_004_all_udp_blocked_between_two_cilium_nodes() -> None:
+    sim = simulate(["node1", "node2"], wire_only=["node1", "node2"],
+                   lost=lambda s, t: {"wire", "udp-control"})
+    diags = correlate(sim.latest, sim.now, sim.history)
+    assert _ids(diags) == [("overlay.udp-blocked", ("node1", "node2"))]
+    assert "TCP works" in diags[0].title
+    assert "8472" in diags[0].remediation
+
+
+def test_udp_blocked_to_one_node() -> None:
+    sim = simulate(nodes(5), lost=lambda s, t: {"wire", "udp-control"} if t == "node5" else set())
+    diags = correlate(sim.latest, sim.now, sim.history)
+    assert _ids(diags) == [("overlay.udp-blocked", ("node5",))]
+
+
+def test_everything_to_a_node_fails_is_inbound_not_udp() -> None:
+    sim = simulate(nodes(5), lost=lambda s, t: {"wire", "udp-control", "tcp-control"}
+                   if t == "node5" else set())
+    assert _ids(correlate(sim.latest, sim.now, sim.history)) == [
+        ("overlay.node-inbound-blocked", ("node5",))]
+
+
+def test_partition_names_every_node_of_both_sides() -> None:
+    a, b = {"node1", "node2", "node3"}, {"node4", "node5", "node6"}
+    sim = simulate(nodes(6), lost=lambda s, t: {"wire"} if (s in a) != (t in a) else set())
+    diags = correlate(sim.latest, sim.now, sim.history)
+    assert _ids(diags) == [("overlay.partition", tuple(sorted(a | b)))]
+    assert "2 groups" in diags[0].title
+
+
+def test_two_of_twenty_failing_is_not_a_partition() -> None:
+    names = nodes(20)
+    cut = {"node19", "node20"}
+    sim = simulate(names, lost=lambda s, t: {"wire"} if (s in cut) != (t in cut) else set())
+    diags = correlate(sim.latest, sim.now, sim.history)
+    assert "overlay.partition" not in [d.id for d in diags]
+    assert _ids(diags) == [("overlay.node-isolated", ("node19",)),
+                           ("overlay.node-isolated", ("node20",))]
+
+
+def test_one_sender_failing_to_one_receiver_does_not_blame_the_receiver() -> None:
+    sim = simulate(nodes(5), lost=lambda s, t: {"wire"} if (s, t) == ("node1", "node2") else set())
+    diags = correlate(sim.latest, sim.now, sim.history)
+    assert _ids(diags) == [("overlay.pair-failure", ("node1", "node2"))]
+    assert "insufficient evidence" in diags[0].title
+    assert diags[0].severity is Severity.WARNING
+
+
+def test_two_node_cluster_one_direction_is_insufficient_evidence() -> None:
+    sim = simulate(["node1", "node2"], lost=lambda s, t: {"wire"} if s == "node1" else set())
+    diags = correlate(sim.latest, sim.now, sim.history)
+    assert _ids(diags) == [("overlay.pair-failure", ("node1", "node2"))]
+    assert "no other peer probed node2" in diags[0].evidence
+
+
+def test_minority_of_senders_does_not_blame_the_receiver() -> None:
+    # 2 of 6 probers fail to node7: not a majority -> pair failures
+    sim = simulate(nodes(7), lost=lambda s, t: {"wire"} if t == "node7" and s in ("node1", "node2")
+                   else set())
+    ids = [d.id for d in correlate(sim.latest, sim.now, sim.history)]
+    assert ids == ["overlay.pair-failure", "overlay.pair-failure"]
+
+
+def test_mtu_blackhole_towards_one_node() -> None:
+    sim = simulate(nodes(5), lost=lambda s, t: {"mtu"} if t == "node3" else set())
+    diags = correlate(sim.latest, sim.now, sim.history)
+    assert _ids(diags) == [("overlay.mtu-blackhole", ("node3",))]
+    assert "ping -M do" in diags[0].remediation
+
+
+def test_vni_mismatch_folds_the_probe_failures() -> None:
+    bad = "node3"
+    sim = simulate(nodes(5), overlay={bad: vxlan(bad, vni=2)},
+                   lost=lambda s, t: {"echo", "mtu"} if bad in (s, t) else set())
+    diags = correlate(sim.latest, sim.now, sim.history)
+    assert _ids(diags) == [("overlay.config-mismatch", ("node3",))]
+    assert "VNI" in diags[0].title and "4 of 5 nodes use 1" in diags[0].title
+
+
+def test_config_mismatch_without_majority_says_so() -> None:
+    sim = simulate(["node1", "node2"], overlay={"node2": vxlan("node2", port=4789)})
+    diags = correlate(sim.latest, sim.now, sim.history)
+    assert _ids(diags) == [("overlay.config-mismatch", ("node1", "node2"))]
+    assert "cannot tell" in diags[0].title
+
+
+def test_drift_on_rp_filter() -> None:
+    sim = simulate(nodes(5), facts={"node2": {"rp_filter": {"all": 1}}})
+    diags = correlate(sim.latest, sim.now, sim.history)
+    assert _ids(diags) == [("drift.rp_filter.all", ("node2",))]
+    assert diags[0].severity is Severity.WARNING
+    assert "4 of 5 nodes have 0" in diags[0].title
+
+
+def test_no_drift_without_clear_majority() -> None:
+    sim = simulate(nodes(4), facts={"node1": {"kube_proxy_mode": "ipvs"},
+                                    "node2": {"kube_proxy_mode": "ipvs"}})
+    assert correlate(sim.latest, sim.now, sim.history) == ()
+
+
+def test_counters_and_per_node_facts_are_not_drift() -> None:
+    sim = simulate(nodes(4), facts={"node1": {"conntrack_count": 99},
+                                    "node2": {"only_here": 1}})
+    assert correlate(sim.latest, sim.now, sim.history) == ()
+
+
+def test_kube_proxy_rules_diverged_needs_two_reports() -> None:
+    sim = simulate(nodes(4), facts={"node3": {"service_vips_digest": "sha256:old"}})
+    diags = correlate(sim.latest, sim.now, sim.history)
+    assert _ids(diags) == [("kube-proxy.rules-diverged", ("node3",))]
+    assert diags[0].severity is Severity.WARNING
+    assert "Restart kube-proxy" in diags[0].remediation
+    one = simulate(nodes(4), rounds=1, facts={"node3": {"service_vips_digest": "sha256:old"}})
+    assert [d.severity for d in correlate(one.latest, one.now, one.history)] == [Severity.INFO]
+
+
+def test_stale_node_is_not_also_inbound_blocked() -> None:
+    names = nodes(5)
+    rounds = [build_round(names, 1000.0)]
+    for i in range(1, 5):
+        rounds.append(build_round(names, 1000.0 + 10 * i, silent=["node4"],
+                                  lost=lambda s, t: {"wire", "udp-control", "tcp-control"}
+                                  if t == "node4" else set()))
+    sim = Simulation(rounds)
+    diags = correlate(sim.latest, sim.now, sim.history)
+    assert _ids(diags) == [("agent.stale", ("node4",))]
+    assert diags[0].severity is Severity.ERROR and "cannot reach it" in diags[0].title
+
+
+def test_stale_uses_received_time_when_given() -> None:
+    sim = simulate(nodes(3))
+    assert _ids(correlate(sim.latest, sim.now, sim.history,
+                          received_at={"node1": sim.now - 100})) == [("agent.stale", ("node1",))]
+
+
+def test_cilium_style_wire_only_node_fabric_drop() -> None:
+    sim = simulate(nodes(5), wire_only=nodes(5), lost=lambda s, t: {"wire"} if t == "node2" else set())
+    diags = correlate(sim.latest, sim.now, sim.history)
+    assert _ids(diags) == [("overlay.node-inbound-blocked", ("node2",))]
+    assert "never saw" in diags[0].evidence
+
+
+def test_mixed_cilium_and_flannel_healthy() -> None:
+    sim = simulate(nodes(6), wire_only=["node1", "node2"])
+    assert correlate(sim.latest, sim.now, sim.history) == ()
+
+
+def test_without_history_nothing_is_confirmed() -> None:
+    sim = simulate(nodes(5), lost=lambda s, t: {"wire"} if t == "node2" else set())
+    assert _ids(correlate(sim.latest, sim.now), Severity.WARNING) == []
+
+
+def test_sampled_peers_large_cluster_inbound() -> None:
+    names = nodes(40)
+
+    def peers(s: str) -> list[str]:
+        i = names.index(s)
+        return [names[(i + k) % 40] for k in (1, 2, 3, 5, 8, 13, 21, 34)]
+
+    sim = simulate(names, peers=peers, lost=lambda s, t: {"wire"} if t == "node7" else set())
+    diags = correlate(sim.latest, sim.now, sim.history)
+    assert _ids(diags) == [("overlay.node-inbound-blocked", ("node7",))]
+
+
+def test_sequence_input_and_reports_equal_digests() -> None:
+    from collector.correlate import digest_report
+    sim = simulate(nodes(5), lost=lambda s, t: {"wire"} if t == "node2" else set())
+    a = correlate(list(sim.latest.values()), sim.now, sim.history)
+    b = correlate({n: digest_report(r) for n, r in sim.latest.items()}, sim.now,
+                  {n: [digest_report(r) for r in rs] for n, rs in sim.history.items()})
+    assert a == b and a
