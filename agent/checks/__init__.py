@@ -4,7 +4,8 @@ test)."""
 
 from __future__ import annotations
 
-from agent.checks import bridge_nf, cni, conntrack, hairpin, ip_forward, rp_filter, vxlan
+from agent.checks import (bridge_nf, cni, conntrack, dns, hairpin, ip_forward, rp_filter,
+                          vxlan)
 
 ALL_CHECKS = (
     ip_forward,
@@ -12,6 +13,7 @@ ALL_CHECKS = (
     bridge_nf,
     hairpin,
     conntrack,
+    dns,
     cni,
     vxlan,
 )
