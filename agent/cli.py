@@ -13,6 +13,7 @@ import sys
 from typing import NoReturn, Sequence
 
 from agent import __version__
+from agent.ports import AGENT_PORT
 
 EXIT_USAGE = 64
 EXIT_SOFTWARE = 70
@@ -94,11 +95,19 @@ def build_parser() -> argparse.ArgumentParser:
     # under /host (deploy/agent-daemonset.yaml); the checks read host files under this prefix.
     agent.add_argument("--host-root", default="/", metavar="DIR",
                        help="read the host's files under DIR (as `check --host-root`)")
+    agent.add_argument("--listen", default=f"0.0.0.0:{AGENT_PORT}", metavar="HOST:PORT",
+                       help="serve /healthz and /metrics here (TCP; also the tcp-control probe "
+                            "target; the UDP control responder uses the same port number)")
+    agent.add_argument("--proc-root", default="/proc", help=argparse.SUPPRESS)
+    agent.add_argument("--sys-root", default="/sys", help=argparse.SUPPRESS)
 
     collector = sub.add_parser("collector", help="the aggregator service")
     collector.add_argument("--listen", default="0.0.0.0:8080", metavar="HOST:PORT")
     collector.add_argument("--db", default="netdiag.sqlite3", metavar="PATH")
-    collector.add_argument("--token-file", metavar="F")
+    collector.add_argument("--token-file", metavar="F",
+                           help="require this bearer token on POST /api/v1/reports")
+    collector.add_argument("--interval", type=float, default=30.0, metavar="S",
+                           help="the report interval the collector tells agents (default 30)")
 
     analyze = sub.add_parser("analyze", help="offline triage of pasted command output")
     analyze.add_argument("--json", action="store_true")
