@@ -13,10 +13,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
+from agent.ports import VXLAN_PORT_LINUX
 from agent.report import Diagnosis, Severity
 from collector.correlate.model import NodeDigest, PairStatus, ReachabilityMatrix, ReportLike
 
-VXLAN_PORT_LINUX = 8472
 #: Evidence lists are cut after this many lines (the rest is counted).
 EVIDENCE_MAX_LINES = 12
 
@@ -88,6 +88,7 @@ class ClusterView:
             kinds = st.confirmed(n)
             if kinds:
                 out.append((st, kinds))
+        out.sort(key=lambda sk: (sk[0].sender, sk[0].target))
         return out
 
     def trusted_probers(self, target: str) -> int:

@@ -17,11 +17,12 @@ This runs before the node rules: "all UDP blocked" explains "VXLAN to X blocked"
 from __future__ import annotations
 
 from agent.report import Severity
+from agent.ports import AGENT_PORT
 from collector.correlate.base import (ClusterView, RuleResult, _Acc, diagnosis, name_list,
                                       vxlan_port)
 from collector.correlate.model import PATH_KINDS, PairStatus
 
-FIX = ("Allow UDP between the nodes: add rules for UDP {port} (VXLAN) and UDP 9476 (netdiag "
+FIX = ("Allow UDP between the nodes: add rules for UDP {port} (VXLAN) and UDP {agent_port} (netdiag "
        "agent) — or all UDP — from the node security group to {scope} (security group / "
        "network ACL / firewall between node groups). TCP already passes, so the node is up; "
        "only UDP is filtered. Alternatively run the CNI in direct-routing mode instead of "
@@ -63,7 +64,7 @@ def evaluate(view: ClusterView) -> RuleResult:
                     "TCP connect to each peer's agent port succeeds: the nodes are up"]
         evidence += [st.describe() for st in pairs]
         acc.diagnoses.append(diagnosis("overlay.udp-blocked", Severity.ERROR, involved, title,
-                                       evidence, FIX.format(port=port, scope="every node")))
+                                       evidence, FIX.format(agent_port=AGENT_PORT, port=port, scope="every node")))
         acc.blames.update(involved)
         used.update((st.sender, st.target) for st in pairs)
     else:
@@ -77,7 +78,7 @@ def evaluate(view: ClusterView) -> RuleResult:
                             f"control) never gets through"] + [st.describe() for st in fails]
                 acc.diagnoses.append(diagnosis(
                     "overlay.udp-blocked", Severity.ERROR, (x,), title, evidence,
-                    FIX.format(port=vxlan_port(view.live.get(x)), scope=x)))
+                    FIX.format(agent_port=AGENT_PORT, port=vxlan_port(view.live.get(x)), scope=x)))
                 acc.blames.add(x)
                 used.update((st.sender, x) for st in fails)
         for x in sorted(by_sender):
@@ -91,7 +92,7 @@ def evaluate(view: ClusterView) -> RuleResult:
                 evidence += [st.describe() for st in fails]
                 acc.diagnoses.append(diagnosis(
                     "overlay.udp-blocked", Severity.ERROR, (x,), title, evidence,
-                    FIX.format(port=vxlan_port(view.live.get(x)),
+                    FIX.format(agent_port=AGENT_PORT, port=vxlan_port(view.live.get(x)),
                                scope=f"the other nodes from {x} (egress)")))
                 acc.blames.add(x)
                 used.update((x, st.target) for st in fails)
