@@ -4,48 +4,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ipaddress
 import logging
 import signal
 import sqlite3
 import sys
 
 from agent.cli import EXIT_SOFTWARE, UsageError
+from agent.daemon import parse_listen, read_token_file
 from collector.store import Store
 
 log = logging.getLogger("netdiag.collector")
-
-
-def parse_listen(text: str) -> tuple[str, int]:
-    """`0.0.0.0:8080`, `[::]:8080`, `:8080` (all addresses) -> (host, port); UsageError if bad."""
-    host, sep, port_text = text.rpartition(":")
-    if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise UsageError(f"--listen: expected HOST:PORT (e.g. 0.0.0.0:8080), got {text!r}")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            raise UsageError(f"--listen: {host!r} is not an IPv6 address") from None
-    elif ":" in host:
-        raise UsageError(f"--listen: write IPv6 addresses in brackets, e.g. [::]:8080; "
-                         f"got {text!r}")
-    return host or "0.0.0.0", int(port_text)
-
-
-def read_token_file(path: str | None, option: str = "--token-file") -> str | None:
-    """The bearer token (surrounding whitespace stripped); UsageError when unreadable/empty."""
-    if path is None:
-        return None
-    try:
-        with open(path, encoding="utf-8") as fh:
-            token = fh.read(64 << 10).strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{option} {path}: cannot read: "
-                         f"{getattr(exc, 'strerror', None) or exc}") from None
-    if not token:
-        raise UsageError(f"{option} {path}: the file is empty")
-    return token
 
 
 def cmd_collector(args: argparse.Namespace) -> int:
