@@ -104,3 +104,11 @@ def test_runner_reports_no_traceback_on_unreadable_tree(tmp_path: Path) -> None:
     outcome = run_check(cni, host, CTX)
     assert outcome.findings and outcome.findings[0].severity == Severity.INFO
     assert "skipped" in outcome.findings[0].title
+
+
+def test_analyze_text_path_flags_invalid_and_accepts_valid() -> None:
+    [bad] = cni.evaluate_config_text('{"name": "x", "plugins": [{}]}', "10-x.conflist", "n1")
+    assert (bad.id, bad.severity) == ("cni.invalid-config", Severity.ERROR)
+    assert 'plugins[0]: missing "type"' in bad.evidence
+    [ok] = cni.evaluate_config_text(CRIO, "11-crio.conflist", "n1")
+    assert ok.severity == Severity.OK and "(network crio: bridge)" in ok.evidence

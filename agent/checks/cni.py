@@ -167,3 +167,17 @@ def summarize(facts: Facts) -> dict[str, object]:
     chosen = facts.chosen
     return {"cni_config": chosen.filename if chosen else "",
             "cni_config_digest": chosen.digest[:DIGEST_CHARS] if chosen else ""}
+
+
+def evaluate_config_text(text: str, filename: str, node: str = "") -> tuple[Finding, ...]:
+    """`netdiag analyze` on one pasted CNI config: `cni.invalid-config` with the parser's
+    message (file, line, column), else an ok finding naming the network and its plugins.
+    (Binaries and sibling files cannot be judged from a paste.)"""
+    try:
+        config = parse_cni_config(text, filename)
+    except CniConfigError as exc:
+        return (SPEC.finding("cni.invalid-config", Severity.ERROR, node,
+                             title=f"CNI config {filename} is not valid", evidence=str(exc)),)
+    return (SPEC.finding("cni.invalid-config", Severity.OK, node,
+                         title=f"CNI config {filename} is valid",
+                         evidence=_describe(CniFile(filename, "", config))),)
