@@ -157,7 +157,8 @@ def evaluate(facts: Facts, ctx: CheckContext) -> tuple[Finding, ...]:
 def _context(facts: Facts) -> list[str]:
     lines = []
     if facts.kubelet_hairpin is not None:
-        lines.append(f"kubelet hairpin mode {facts.kubelet_hairpin} ({facts.kubelet_hairpin_source})")
+        lines.append(f"kubelet hairpin mode {facts.kubelet_hairpin} "
+                     f"({facts.kubelet_hairpin_source})")
     elif facts.kubelet_running:
         lines.append(f"kubelet hairpin mode not set (default {KUBELET_DEFAULT_HAIRPIN})")
     if facts.cni is None:

@@ -186,8 +186,8 @@ def _evaluate_live(facts: Facts, ctx: CheckContext) -> Finding:
                 f"(all = {all_value}, effective {effective}; {why})")
         if facts.routes is not None and name not in routed_ifaces:
             certain.append(name)
-            line += "; /proc/net/route has no route out of it: the reverse path of every " \
-                    "packet it receives leaves through another interface"
+            line += ("; /proc/net/route has no route out of it: the reverse path of every "
+                     "packet it receives leaves through another interface")
         strict.append(line)
     summary_all = f"/proc/sys/net/ipv4/conf/all/rp_filter = {all_value}"
     if not strict:
