@@ -123,3 +123,40 @@ def test_deleted_fdb_entry_names_the_gap(node) -> None:
     assert PEERS[0][0] not in gap["evidence"]
     add_peer_state(ns)
     assert ids(check(ns)) == []
+
+
+def in_ns(ns: NetNS, code: str) -> str:
+    proc = subprocess.run(["ip", "netns", "exec", ns.name, sys.executable, "-c", code],
+                          capture_output=True, text=True, timeout=CHECK_TIMEOUT_S, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip()
+
+
+def test_tx_checksum_offload_read_through_pyroute2_ethtool(node) -> None:
+    ns, _ = node
+    read = ("from agent.host import Host; "
+            f"print(Host().ethtool_features({VXLAN!r})['tx-checksum-ip-generic'])")
+    assert in_ns(ns, read) == "True"
+    ns.exec(["ethtool", "-K", VXLAN, "tx-checksum-ip-generic", "off"])
+    assert in_ns(ns, read) == "False"
+
+
+def test_kube_proxy_endpoints_answer_refused_and_status(node) -> None:
+    ns, _ = node
+    probe = ("from agent.host import Host; from agent.checks.kube_proxy import _get; "
+             "print(_get(Host(), 'http://127.0.0.1:10256/healthz').text())")
+    assert in_ns(ns, probe) == "GET http://127.0.0.1:10256/healthz: connection refused"
+    server = ns.popen([sys.executable, "-c", (
+        "import http.server as h\n"
+        "class H(h.BaseHTTPRequestHandler):\n"
+        "    def do_GET(self):\n"
+        "        self.send_response(503); self.end_headers(); self.wfile.write(b'stale')\n"
+        "    def log_message(self, *a): pass\n"
+        "s = h.HTTPServer(('127.0.0.1', 10256), H); print('ready', flush=True); "
+        "s.serve_forever()\n")], stdout=subprocess.PIPE)
+    try:
+        assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+        assert in_ns(ns, probe) == "GET http://127.0.0.1:10256/healthz -> 503 stale"
+    finally:
+        server.kill()
+        server.wait(timeout=5)
