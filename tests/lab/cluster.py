@@ -169,6 +169,8 @@ class Lab:
         if cni not in FLAVOURS:
             raise LabError(f"unknown cni {cni!r}: choose from {', '.join(FLAVOURS)}")
         variants = dict(variants or {})
+        self.variants = dict(variants)
+        self.pods_per_node = pods_per_node
         for node_name, flavour in variants.items():
             if flavour not in FLAVOURS:
                 raise LabError(f"unknown variant {flavour!r} for {node_name}")
@@ -194,6 +196,12 @@ class Lab:
             self.nodes.append(node)
         if variants:
             raise LabError(f"variants name unknown nodes: {', '.join(variants)}")
+        ports = {n.vxlan_port for n in self.nodes}
+        if any(n.flavour.external for n in self.nodes) and len(ports) > 1:
+            # A route's lightweight-tunnel encap carries the VNI and destination, not the UDP
+            # port: a collect-metadata device sends to its own dstport only.
+            raise LabError("a cilium node (collect-metadata VXLAN) can only reach peers on its "
+                           f"own port; this lab mixes ports {sorted(ports)}")
         self.build_s: float | None = None
         self.active_faults: dict[tuple[str, str], object] = {}
         self._built = False
@@ -290,6 +298,23 @@ class Lab:
             proc.kill()
             proc.wait(timeout=5)
 
+    def add_service(self, node: str, vip: str, port: int, target_port: int,
+                    pod: int = 1) -> None:
+        """A Service VIP on one node as kube-proxy (iptables mode) programs it, reduced to the
+        two rules that matter here: DNAT vip:port to the pod, and masquerade the pod's
+        traffic to itself (hairpin). A pod reaching itself through the VIP then needs
+        hairpin_mode on its bridge port (br_netfilter bridges the DNATed frame back out the
+        port it came in on): the `hairpin-off` fault breaks exactly that."""
+        pod_ip = self.pod_ip(node, pod)
+        # kubeadm requires bridge-nf-call-iptables=1; set it in this node's namespace only.
+        if self.exec(node, ["sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1"],
+                     check=False).returncode != 0:
+            raise LabError("br_netfilter is not available on this kernel: no hairpin Service")
+        ipt = ["iptables", "-w", "5", "-t", "nat", "-A"]
+        self.exec(node, [*ipt, "PREROUTING", "-d", vip, "-p", "tcp", "--dport", str(port),
+                         "-j", "DNAT", "--to-destination", f"{pod_ip}:{target_port}"])
+        self.exec(node, [*ipt, "POSTROUTING", "-s", pod_ip, "-d", pod_ip, "-j", "MASQUERADE"])
+
     # ----- faults ------------------------------------------------------------------------
     def inject(self, fault: str, target: str | Iterable[str]) -> None:
         from tests.lab.faults import inject
@@ -339,6 +364,8 @@ class Lab:
             "persistent": self.persistent,
             "created_at": time.time(),
             "cni": self.cni,
+            "variants": self.variants,
+            "pods_per_node": self.pods_per_node,
             "namespaces": self.namespaces(),
             "nodes": [{"name": n.name, "ns": n.ns_name, "underlay_ip": n.underlay_ip,
                        "vxlan_dev": n.vxlan_dev, "vxlan_ip": n.vxlan_ip,
@@ -474,6 +501,17 @@ class Lab:
         widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
         return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip()
                          for r in rows)
+
+
+def lab_from_state(state: Mapping[str, object]) -> Lab:
+    """The Lab a state file describes (names are deterministic), to inject faults into or
+    run commands in a lab another process built. Building it again is not needed."""
+    lab = Lab(nodes=len(state["nodes"]), cni=str(state.get("cni", "flannel")),  # type: ignore
+              variants=state.get("variants") or {},  # type: ignore[arg-type]
+              pods_per_node=int(state.get("pods_per_node", 1)),  # type: ignore[arg-type]
+              run_id=str(state["run_id"]), persistent=bool(state.get("persistent")))
+    lab._built = True
+    return lab
 
 
 def remove_namespaces(names: Iterable[str]) -> None:

@@ -82,8 +82,9 @@ def _sysctl(lab: "Lab", node: str, values: dict[str, str]) -> None:
 
 
 def _rp_keys(n: "LabNode") -> list[str]:
-    return ["net.ipv4.conf.all.rp_filter", f"net.ipv4.conf.{n.underlay_dev}.rp_filter",
-            f"net.ipv4.conf.{n.vxlan_dev}.rp_filter"]
+    # slash form: interface names contain dots (flannel.1)
+    return ["net/ipv4/conf/all/rp_filter", f"net/ipv4/conf/{n.underlay_dev}/rp_filter",
+            f"net/ipv4/conf/{n.vxlan_dev}/rp_filter"]
 
 
 def _rp_strict(lab: "Lab", nodes: list[str]) -> None:
@@ -188,15 +189,15 @@ _SPECS += [
               "firewall): packets reach the node (a capture sees them) but are never decapsulated",
               "node", _fw_8472("-I"), _fw_8472("-D")),
     FaultSpec("rp-filter-strict",
-              "rp_filter=1 on all, eth0 and the VXLAN device. In this symmetric lab every "
-              "reverse path matches, so pod traffic still flows: the fault is what "
-              "`netdiag check` must flag (it breaks asymmetric paths: multi-homed nodes, "
-              "Calico/IPIP replies arriving on another interface)",
+              "rp_filter=1 on all, eth0 and the VXLAN device: a pod on another node reaching "
+              "this node's underlay IP arrives on eth0 but is routed back over the VXLAN "
+              "device (no masquerade), so strict reverse-path filtering drops it; "
+              "pod-to-pod traffic (symmetric) still flows",
               "node", _rp_strict, _rp_restore),
     FaultSpec("hairpin-off",
-              "hairpin_mode=0 on the node's pod veths in cni0 (a pod reaching itself through a "
-              "Service VIP needs it when br_netfilter is on; the lab has no kube-proxy, so this "
-              "shows in sysfs and to `netdiag check`, not in pod-to-pod pings)",
+              "hairpin_mode=0 on the node's pod veths in cni0: a pod reaching itself through a "
+              "Service VIP (Lab.add_service: DNAT back to the same pod, bridged back out the "
+              "port it came in on by br_netfilter) gets no answer; other traffic flows",
               "node", _hairpin("off"), _hairpin("on")),
     FaultSpec("ip-forward-off",
               "net.ipv4.ip_forward=0 in the node: it no longer routes between cni0 and the "
