@@ -184,18 +184,17 @@ class PairStatus:
         return self.confirmed_kinds if self.rounds >= min_rounds else _EMPTY
 
     def describe(self) -> str:
+        """One evidence line: `node1 -> node2: no answer to echo, mtu; node2 saw 0/3 wire
+        (2 rounds)`."""
         parts = []
-        for kind in sorted(self.kinds):
-            if kind == "wire":
-                parts.append(f"wire sent {self.wire_sent}, seen by {self.target}: "
-                              f"{self.wire_seen}")
-            else:
-                parts.append(f"{kind} unanswered")
-        extra = ""
-        if "wire" not in self.kinds and self.wire_seen is not None:
-            extra = f"; wire seen by {self.target}: {self.wire_seen}/{self.wire_sent}"
-        return (f"{self.sender} -> {self.target}: {', '.join(parts)}{extra} "
-                f"({self.rounds} round{'s' if self.rounds != 1 else ''})")
+        lost = sorted(k for k in self.kinds if k != "wire")
+        if lost:
+            parts.append("no answer to " + ", ".join(lost))
+        if self.wire_sent is not None and self.wire_seen is not None:
+            parts.append(f"{self.target} saw {self.wire_seen}/{self.wire_sent} wire")
+        n = self.rounds
+        return (f"{self.sender} -> {self.target}: {'; '.join(parts)} "
+                f"({n} round{'s' if n != 1 else ''})")
 
 
 @dataclass(frozen=True)
