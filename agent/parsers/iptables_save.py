@@ -211,6 +211,7 @@ class IptablesTable:
         self._decl_spans: list[tuple[int, int]] = []
         self._decl_map: dict[str, tuple[str | None, str, int]] | None = None
         self._spans: dict[str, list[tuple[int, int]]] = {}
+        self._bulk: list[tuple[int, int]] = []  # runs of KUBE-SEP-* rules, not yet filed
         self._chains: dict[str, Chain] | None = None
         self._some: dict[str, Chain] = {}
 
@@ -231,19 +232,38 @@ class IptablesTable:
             self._decl_map = decls
         return self._decl_map
 
+    def _file_bulk(self) -> None:
+        """File the KUBE-SEP-* runs under their chains (once, on first question about one)."""
+        if not self._bulk:
+            return
+        text = self._dump.text
+        spans = self._spans
+        for s, e in self._bulk:
+            for m in _RUN.finditer(text, s, e):
+                spans.setdefault(m.group(1), []).append(m.span())
+        self._bulk = []
+        for runs in spans.values():
+            if len(runs) > 1:
+                runs.sort()
+
     def chain_names(self) -> list[str]:
+        self._file_bulk()
         decls = self._decls
         return list(decls) + [c for c in self._spans if c not in decls]
 
     def rule_spans(self, chain: str) -> list[tuple[int, int]]:
         """(start, end) of each run of `chain`'s rule lines in the dump's text (fast path)."""
+        if self._bulk and chain.startswith(BULK_CHAIN_PREFIX):
+            self._file_bulk()
         return self._spans.get(chain, [])
 
     def has_rules(self, chain: str) -> bool:
+        if self._bulk and chain.startswith(BULK_CHAIN_PREFIX):
+            self._file_bulk()
         return chain in self._spans
 
     def has_chain(self, chain: str) -> bool:
-        return chain in self._spans or chain in self._decls
+        return self.has_rules(chain) or chain in self._decls
 
     def chain(self, name: str) -> Chain | None:
         """One chain, without building every Chain of a 100k-chain nat table."""
@@ -257,6 +277,7 @@ class IptablesTable:
         return got
 
     def _build(self, name: str) -> Chain:
+        self._file_bulk()
         decl = self._decls.get(name)
         policy, counters, decl_pos = decl if decl else (None, "", 0)
         return Chain(self._dump, self.name, name, policy, counters, decl_pos, decl is not None,
@@ -303,7 +324,7 @@ class IptablesDump:
     def rule_count(self) -> int:
         count = self.text.count
         return sum(count("\n", s, e) for t in self.tables.values()
-                   for spans in t._spans.values() for s, e in spans)
+                   for spans in (*t._spans.values(), t._bulk) for s, e in spans)
 
     def lineno_at(self, offset: int) -> int:
         """1-based line number of the character at `offset` in `text` (counted for the first
@@ -365,11 +386,16 @@ def _normalize(text: str) -> str:
     return text
 
 
-#: One regex pass does the bulk of the work in C: a run of consecutive rules of one chain
-#: (the backreference), a run of chain declarations, or any other single line.
-_STATEMENT = re.compile(r"(-A ([^ \n]+)(?: [^\n]*)?\n(?:-A \2(?: [^\n]*)?\n)*)"
+#: One regex pass does the bulk of the work in C: a run of kube-proxy's per-endpoint
+#: KUBE-SEP-* rules (two thirds of a big dump, filed per chain only when asked for), a run of
+#: consecutive rules of one chain (the backreference), a run of chain declarations, or any
+#: other single line.
+BULK_CHAIN_PREFIX = "KUBE-SEP-"
+_STATEMENT = re.compile(r"((?:-A KUBE-SEP-[^ \n]+ [^\n]*\n)+)"
+                        r"|(-A ([^ \n]+)(?: [^\n]*)?\n(?:-A \3(?: [^\n]*)?\n)*)"
                         r"|((?::[^\n]*\n)+)"
                         r"|([^\n]*)\n")
+_RUN = re.compile(r"-A ([^ \n]+)(?: [^\n]*)?\n(?:-A \1(?: [^\n]*)?\n)*")
 _DECLARATION = re.compile(r"^:([^ \n]*) ?([^ \n]*) ?([^\n]*)$", re.M)
 
 
@@ -384,7 +410,12 @@ def parse_iptables_save(text: str) -> IptablesDump:
     spans = table._spans
     in_table = False
     for m in _STATEMENT.finditer(text):
-        name = m.group(2)
+        if m.group(1) is not None:
+            if not in_table and NO_TABLE not in tables:
+                tables[NO_TABLE] = table
+            table._bulk.append(m.span())
+            continue
+        name = m.group(3)
         if name is not None:
             if not in_table and NO_TABLE not in tables:
                 tables[NO_TABLE] = table
@@ -394,7 +425,7 @@ def parse_iptables_save(text: str) -> IptablesDump:
             else:
                 got.append(m.span())
             continue
-        if m.group(3) is not None:
+        if m.group(4) is not None:
             if not in_table and NO_TABLE not in tables:
                 tables[NO_TABLE] = table
             table._decl_spans.append(m.span())
@@ -404,7 +435,7 @@ def parse_iptables_save(text: str) -> IptablesDump:
                     unparsed.append(UnparsedLine(ln(d.start()), d.group(),
                                                  "chain declaration without a policy"))
             continue
-        line = m.group(4)
+        line = m.group(5)
         pos = m.start()
         c = line[:1]
         if not c:
