@@ -33,7 +33,9 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from agent.report import Diagnosis, Finding, NodeReport, SchemaError, Severity
+from collector.correlate import digest_report
 from collector.metrics import CollectorMetrics
+from collector.render import build_report_state, render_report_json, render_report_text
 from collector.store import (AsyncStore, FORGET_AFTER_S, HISTORY_MAX_AGE_S, HISTORY_PER_NODE,
                              RECENT_PER_NODE, Store, StoredReport, Transition, compress_report,
                              decompress_report, digest_facts)
@@ -185,23 +187,15 @@ def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not valid JSON")
 
 
-# --- correlation and rendering: H6's pure modules, behind one function each -----------------
-
-def digest(report: NodeReport) -> Any:
-    """Index a report once at ingest (collector.correlate.digest_report) for correlation."""
-    try:
-        from collector.correlate import digest_report
-    except ImportError:
-        return report
-    return digest_report(report)
-
+# --- correlation and rendering: the pure collector.correlate / collector.render -------------
 
 def report_of(item: Any) -> NodeReport:
     return item if isinstance(item, NodeReport) else item.report
 
 
 def strip_report(item: Any) -> Any:
-    """An earlier round keeps only its probe index: its whole report is dropped (memory)."""
+    """An earlier round keeps only its index (probes, seen, facts): its whole report is
+    dropped to save memory; rules and timelines read the latest round's report only."""
     if isinstance(item, NodeReport):
         return item
     r = item.report
@@ -209,91 +203,23 @@ def strip_report(item: Any) -> Any:
                                            interval_s=r.interval_s))
 
 
-def correlate_rounds(latest: Mapping[str, Any], history: Mapping[str, list[Any]],
-                     received_at: Mapping[str, float], now: float) -> tuple[tuple[Diagnosis, ...], Any]:
-    try:
-        from collector.correlate import correlate_with_matrix
-    except ImportError:  # H6's rules not committed yet: staleness only
-        reports = tuple(report_of(d) for d in latest.values())
-        return _fallback_correlate(reports, received_at, now), None
-    diagnoses, matrix = correlate_with_matrix(latest, now, history=history,
-                                              received_at=received_at)
-    return tuple(diagnoses), matrix
-
-
-def render_views(latest: Mapping[str, Any], received_at: Mapping[str, float],
-                 diagnoses: tuple[Diagnosis, ...], matrix: Any, history: Mapping[str, list[Any]],
-                 now: float, timeline: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
-    reports = tuple(report_of(d) for d in latest.values())
-    try:
-        from collector.render import render_report_json, render_report_text
-    except ImportError:  # H6's renderers not committed yet
-        doc = _fallback_json(reports, received_at, diagnoses, now)
-        doc["timeline"] = dict(timeline)
-        return doc, _fallback_text(doc)
-    doc = render_report_json(reports, diagnoses, now=now, received_at=received_at)
-    doc["timeline"] = dict(timeline)
-    text = render_report_text(reports, diagnoses, now=now, received_at=received_at)
-    return doc, text
-
-
-STALE_INTERVALS = 3
-
-
-def _fallback_correlate(reports: tuple[NodeReport, ...], received_at: Mapping[str, float],
-                        now: float) -> tuple[Diagnosis, ...]:
-    out = []
-    for r in reports:
-        age = now - received_at.get(r.node.name, r.collected_at)
-        interval = r.interval_s or DEFAULT_INTERVAL_S
-        if age > STALE_INTERVALS * interval:
-            out.append(Diagnosis(id="agent.stale", severity=Severity.WARNING, node=r.node.name,
-                                 title=f"no report from {r.node.name} for {age:.0f}s",
-                                 evidence=f"last report {age:.0f}s ago, interval {interval:g}s",
-                                 remediation="Check the agent pod on that node and the node.",
-                                 nodes=(r.node.name,)))
-    return tuple(out)
-
-
-def _fallback_json(reports: tuple[NodeReport, ...], received_at: Mapping[str, float],
-                   diagnoses: tuple[Diagnosis, ...], now: float) -> dict[str, Any]:
-    return {
-        "generated_at": now,
-        "nodes": [{"name": r.node.name, "underlay_ip": r.node.underlay_ip,
-                   "last_report_age_s": round(now - received_at.get(r.node.name, now), 3),
-                   "worst": r.worst.label} for r in reports],
-        "diagnoses": [d.to_dict() for d in sorted(diagnoses, key=lambda d: -d.severity)],
-        "findings": [f.to_dict() for r in reports for f in r.findings],
-        "matrix": {},
-    }
-
-
-def _fallback_text(doc: Mapping[str, Any]) -> str:
-    lines = [f"netdiag report: {len(doc['nodes'])} node(s), "
-             f"{len(doc['diagnoses'])} diagnosis(es)"]
-    for d in doc["diagnoses"]:
-        lines.append(f"{d['severity'].upper():<7} {d['id']}  {d['title']}")
-    for f in doc["findings"]:
-        if f["severity"] in ("warning", "error"):
-            lines.append(f"{f['severity'].upper():<7} {f['id']}  [{f['node']}] {f['title']}")
-    return "\n".join(lines) + "\n"
-
-
 def compute_view(version: int, entries: list[tuple[str, float, list[Any]]], now: float,
                  open_since: Mapping[str, float], timeline: Mapping[str, Any]) -> ReportView:
-    """Runs off the event loop: correlate the nodes' recent rounds, render."""
+    """Runs off the event loop: correlate the nodes' recent rounds and render both forms."""
     started = time.perf_counter()
     latest = {name: rounds[-1] for name, _, rounds in entries}
     history = {name: rounds for name, _, rounds in entries}
     received = {name: at for name, at, _ in entries}
-    diagnoses, matrix = correlate_rounds(latest, history, received, now)
+    state = build_report_state(latest, now, history=history, received_at=received)
     findings = tuple(f for d in latest.values() for f in report_of(d).findings)
-    doc, text = render_views(latest, received, diagnoses, matrix, history, now, timeline)
+    doc = render_report_json(state)
+    doc["timeline"] = dict(timeline)
+    text = render_report_text(state)
     # "since when": each diagnosis carries when it first appeared (kept across restarts).
-    for d_doc, d in zip(doc.get("diagnoses", ()), diagnoses):
+    for d_doc, d in zip(doc.get("diagnoses", ()), state.diagnoses):
         if isinstance(d_doc, dict):
             d_doc.setdefault("since", open_since.get(diagnosis_key(d), now))
-    return ReportView(version, now, received, diagnoses, findings, doc, text,
+    return ReportView(version, now, received, tuple(state.diagnoses), findings, doc, text,
                       time.perf_counter() - started)
 
 
@@ -402,7 +328,7 @@ def _remember(state: CollectorState, report: NodeReport, received_at: float) -> 
         entry = state.nodes[name] = NodeEntry(name, received_at,
                                               deque(maxlen=state.config.recent_per_node),
                                               peer, report.worst)
-    entry.add_round(digest(report))
+    entry.add_round(digest_report(report))
     entry.received_at, entry.peer, entry.worst = received_at, peer, report.worst
     state.version += 1
     if changed:
