@@ -204,6 +204,15 @@ def _wait_ready(prefix: list[str], url: str) -> None:
     raise TimeoutError(f"{url} not ready within {READY_TIMEOUT_S:g}s")
 
 
+def _collector_peers(prefix: list[str], url: str) -> object:
+    """The collector's peer list at the end: proof the agent really reported."""
+    code = ("import urllib.request; "
+            f"print(urllib.request.urlopen({url!r}, timeout=5).read().decode())")
+    proc = subprocess.run([*prefix, sys.executable, "-c", code], capture_output=True,
+                          text=True, timeout=30)
+    return json.loads(proc.stdout) if proc.returncode == 0 else {"error": proc.stderr[-300:]}
+
+
 def _stop(proc: subprocess.Popen[bytes]) -> int:
     """SIGTERM, then the ru_maxrss of the whole tree from wait4."""
     proc.send_signal(signal.SIGTERM)
@@ -243,6 +252,7 @@ def bench_agent(seconds: float, interval: float, prefix: list[str]) -> dict[str,
             agent_sampler = TreeSampler(agent.pid, 0.1)
             time.sleep(seconds)
             alive = agent.poll() is None
+            reports = _collector_peers(prefix, f"http://127.0.0.1:{port}/api/v1/peers")
             agent_sampler.stop()
             collector_sampler.stop()
             agent_max_rss = _stop(agent)
@@ -262,6 +272,7 @@ def bench_agent(seconds: float, interval: float, prefix: list[str]) -> dict[str,
             "agent_max_rss_mib": round(agent_max_rss / MIB, 1),
             "collector_steady_mib": round(statistics.median(cwarm) / MIB, 1),
             "collector_max_rss_mib": round(collector_max_rss / MIB, 1),
+            "collector_peers": reports,
             "agent_log_tail": agent_log if not alive else "",
         }
 
