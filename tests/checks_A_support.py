@@ -23,6 +23,10 @@ class RecordedHost(Host):
     def processes(self) -> tuple[ProcessInfo, ...]:
         return self._processes or ()
 
+    def netlink(self) -> object:
+        raise OSError("a recorded tree has no netlink")
+
 
 def proc(pid: int, *argv: str) -> ProcessInfo:
     return ProcessInfo(pid, argv[0].rsplit("/", 1)[-1][:15], tuple(argv))
+

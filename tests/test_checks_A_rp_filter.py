@@ -132,3 +132,39 @@ def test_persisted_setting_on_unrelated_interface_is_ignored():
     facts = _facts({"all": 0, "default": 0}, persisted=persisted)
     f = _by_id(rp_filter.evaluate(facts, CTX))["sysctl.rp-filter-persisted"]
     assert f.severity is Severity.OK
+
+
+def test_error_when_vxlan_peer_routes_back_through_another_interface():
+    # flannel --iface=eth1 style: flannel.1 bound to eth1, the peer routed out of eth0
+    interfaces = [Interface("flannel.1", "vxlan", ("eth1",)), Interface("eth0", "", ()),
+                  Interface("eth1", "", ())]
+    routes = (Route("eth0", "0.0.0.0", 0, "192.168.77.1", 3, 0),
+              Route("eth0", "192.168.77.0", 24, "0.0.0.0", 1, 0),
+              Route("eth1", "10.10.0.0", 16, "0.0.0.0", 1, 0),
+              Route("flannel.1", "10.244.1.0", 24, "10.244.1.0", 3, 0))
+    facts = Facts((("all", 0), ("default", 0), ("flannel.1", 0), ("eth1", 1), ("eth0", 0)),
+                  tuple(interfaces), routes, False, (), (),
+                  (("flannel.1", "10.10.3.4"), ("flannel.1", "192.168.77.12")))
+    assert rp_filter.reverse_path_mismatches(facts, "eth1") == [
+        "VXLAN peer 192.168.77.12 (flannel.1 on eth1) is routed out of eth0 (192.168.77.0/24)"]
+    f = _by_id(rp_filter.evaluate(facts, CTX))["sysctl.rp-filter-strict"]
+    assert f.severity is Severity.ERROR
+    assert "/proc/sys/net/ipv4/conf/eth1/rp_filter = 1" in f.evidence
+    assert "routed out of eth0" in f.evidence
+    same_side = Facts(facts.values, facts.interfaces, routes, False, (), (),
+                      (("flannel.1", "10.10.3.4"),))
+    assert _by_id(rp_filter.evaluate(same_side, CTX))["sysctl.rp-filter-strict"].severity \
+        is Severity.WARNING
+
+
+def test_lookup_route_longest_prefix_then_metric():
+    from agent.parsers.proc_net import lookup_route
+    routes = [Route("eth0", "0.0.0.0", 0, "192.168.77.1", 3, 0),
+              Route("eth1", "10.0.0.0", 8, "0.0.0.0", 1, 100),
+              Route("eth2", "10.0.0.0", 8, "0.0.0.0", 1, 10),
+              Route("eth3", "10.1.0.0", 16, "0.0.0.0", 1, 0)]
+    assert lookup_route(routes, "10.1.2.3").iface == "eth3"
+    assert lookup_route(routes, "10.2.2.3").iface == "eth2"
+    assert lookup_route(routes, "8.8.8.8").iface == "eth0"
+    assert lookup_route(routes[1:], "8.8.8.8") is None
+    assert lookup_route(routes, "not-an-ip") is None

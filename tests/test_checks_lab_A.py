@@ -123,6 +123,32 @@ def test_strict_all_reaches_the_vxlan_parent_and_persisted_file_is_named(node, t
         node.sysctl("net.ipv4.conf.eth0.rp_filter", 2)
 
 
+def test_strict_parent_is_an_error_when_a_vxlan_peer_routes_out_of_another_nic(node, tmp_path):
+    # flannel --iface style: flannel.1 is bound to eth0, but the peer 192.168.88.5 is routed
+    # out of eth1; with eth0 strict, every encapsulated packet from that peer is dropped
+    node.exec(["ip", "link", "add", "eth1", "type", "veth", "peer", "name", "eth1p"])
+    node.exec(["ip", "addr", "add", "192.168.88.1/24", "dev", "eth1"])
+    node.exec(["ip", "link", "set", "eth1", "up"])
+    node.exec(["ip", "link", "set", "eth1p", "up"])
+    node.sysctl("net.ipv4.conf.eth0.rp_filter", 1)
+    try:
+        rc, got = check(node, tmp_path, "rp-filter")
+        f = bad(got, "sysctl.rp-filter-strict")
+        assert f and f["severity"] == "warning", f  # strict, but no peer is known yet
+        node.exec(["bridge", "fdb", "append", "00:00:00:00:00:00", "dev", "flannel.1",
+                   "dst", "192.168.88.5"])
+        rc, got = check(node, tmp_path, "rp-filter")
+        f = bad(got, "sysctl.rp-filter-strict")
+        assert f and f["severity"] == "error" and rc == 2
+        assert "VXLAN peer 192.168.88.5 (flannel.1 on eth0) is routed out of eth1" \
+            in f["evidence"]
+    finally:
+        node.sysctl("net.ipv4.conf.eth0.rp_filter", 2)
+        node.exec(["bridge", "fdb", "del", "00:00:00:00:00:00", "dev", "flannel.1",
+                   "dst", "192.168.88.5"], check=False)
+        node.exec(["ip", "link", "del", "eth1"], check=False)
+
+
 def test_hairpin_off_names_the_port(node, tmp_path):
     set_hairpin(node, 0)
     try:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from agent.checks.base import CheckContext, CheckSpec, FindingSpec
 from agent.checks.kube_components import cilium_agent_running
 from agent.host import Host
-from agent.parsers.proc_net import Route, parse_proc_net_route
+from agent.parsers.proc_net import Route, lookup_route, parse_proc_net_route
 from agent.parsers.sysctl import SysctlSetting, parse_sysctl_conf, parse_sysctl_value
 from agent.report import Finding, Severity
 
@@ -74,6 +74,9 @@ class Facts:
     cilium_running: bool
     persisted: tuple[SysctlSetting, ...]  # the last word on each rp_filter key, in file order
     files_read: tuple[str, ...]
+    #: (VXLAN device, remote underlay IP) from its FDB (netlink); None when not read
+    vxlan_peers: tuple[tuple[str, str], ...] | None = None
+    vxlan_peers_error: str = ""
 
     def value(self, name: str) -> int | None:
         return dict(self.values).get(name)
@@ -95,7 +98,34 @@ def gather(host: Host, ctx: CheckContext) -> Facts:
         routes = None
     cilium = cilium_agent_running(host) or any(n.startswith("cilium_") for n in names)
     persisted, files = _read_persisted(host)
-    return Facts(tuple(values), interfaces, routes, cilium, persisted, files)
+    peers, peers_error = _read_vxlan_peers(host, interfaces)
+    return Facts(tuple(values), interfaces, routes, cilium, persisted, files, peers, peers_error)
+
+
+def _read_vxlan_peers(host: Host, interfaces: tuple[Interface, ...],
+                      ) -> tuple[tuple[tuple[str, str], ...] | None, str]:
+    """The remote underlay addresses in each VXLAN device's FDB (bridge fdb ... dst IP)."""
+    vxlans = [i.name for i in interfaces if i.devtype == "vxlan"]
+    if not vxlans:
+        return (), ""
+    by_index = {}
+    for name in vxlans:
+        try:
+            by_index[int(host.read_sys(f"class/net/{name}/ifindex").strip())] = name
+        except (OSError, ValueError):
+            continue
+    try:
+        import socket
+
+        entries = host.netlink().get_neighbours(family=socket.AF_BRIDGE)
+    except Exception as exc:  # noqa: BLE001 - netlink unavailable: say so, keep the rest
+        return None, f"VXLAN FDB not read ({type(exc).__name__}: {exc})"
+    peers = []
+    for e in entries:
+        name, dst = by_index.get(e.get("ifindex")), e.get_attr("NDA_DST")
+        if name and dst and (name, dst) not in peers:
+            peers.append((name, dst))
+    return tuple(peers), ""
 
 
 def _read_interface(host: Host, name: str) -> Interface:
@@ -169,6 +199,24 @@ def evaluate(facts: Facts, ctx: CheckContext) -> tuple[Finding, ...]:
     return (_evaluate_live(facts, ctx), _evaluate_persisted(facts, ctx))
 
 
+def reverse_path_mismatches(facts: Facts, parent: str) -> list[str]:
+    """VXLAN peers whose packets arrive on `parent` (the device is bound to it with `dev`)
+    while the main table routes the peer out of another interface (or not at all): a strict
+    rp_filter on `parent` drops all their encapsulated traffic."""
+    found = []
+    bound = {i.name for i in facts.interfaces if i.devtype == "vxlan" and parent in i.lowers}
+    for vxlan, peer in facts.vxlan_peers or ():
+        if vxlan not in bound:
+            continue
+        route = lookup_route(facts.routes or (), peer)
+        if route is None:
+            found.append(f"no route back to VXLAN peer {peer} ({vxlan})")
+        elif route.iface != parent:
+            found.append(f"VXLAN peer {peer} ({vxlan} on {parent}) is routed out of "
+                         f"{route.iface} ({route.destination}/{route.prefix_len})")
+    return found
+
+
 def _evaluate_live(facts: Facts, ctx: CheckContext) -> Finding:
     all_value = facts.value("all")
     overlay = classify_overlay_interfaces(facts)
@@ -188,6 +236,11 @@ def _evaluate_live(facts: Facts, ctx: CheckContext) -> Finding:
             certain.append(name)
             line += ("; /proc/net/route has no route out of it: the reverse path of every "
                      "packet it receives leaves through another interface")
+        elif facts.routes is not None:
+            mismatches = reverse_path_mismatches(facts, name)
+            if mismatches:
+                certain.append(name)
+                line += "; " + "; ".join(_capped(mismatches))
         strict.append(line)
     summary_all = f"/proc/sys/net/ipv4/conf/all/rp_filter = {all_value}"
     if not strict:
@@ -203,11 +256,13 @@ def _evaluate_live(facts: Facts, ctx: CheckContext) -> Finding:
                        "net.ipv4.conf.all.rp_filter = 0")
     if certain:
         severity = Severity.ERROR
-        reasons.append(f"no route leaves through {', '.join(sorted(certain))}: the drop is "
-                       "certain")
+        reasons.append(f"the reverse path leaves {', '.join(sorted(certain))} through "
+                       "another interface: the drop is certain")
     if facts.routes is None:
         reasons.append("/proc/net/route could not be read: whether the drop is certain was "
                        "not checked")
+    if facts.vxlan_peers is None and facts.vxlan_peers_error:
+        reasons.append(facts.vxlan_peers_error)
     elif severity is Severity.WARNING:
         reasons.append("every strict interface has a route out of it (main table): packets "
                        "are dropped only when their reverse route differs")

@@ -94,3 +94,22 @@ def parse_fib_trie_local_addresses(text: str) -> set[str]:
         elif stripped.startswith("/32 host LOCAL") and last_leaf:
             found.add(last_leaf)
     return found
+
+
+def lookup_route(routes: list[Route] | tuple[Route, ...], address: str) -> Route | None:
+    """The main-table route the kernel would pick for `address`: longest prefix, then lowest
+    metric (policy routing and other tables are not in /proc/net/route)."""
+    try:
+        target = int(ipaddress.IPv4Address(address))
+    except ValueError:
+        return None
+    best: Route | None = None
+    for r in routes:
+        if not r.flags & RTF_UP:
+            continue
+        mask = (0xFFFFFFFF << (32 - r.prefix_len)) & 0xFFFFFFFF if r.prefix_len else 0
+        if target & mask != int(ipaddress.IPv4Address(r.destination)) & mask:
+            continue
+        if best is None or (r.prefix_len, -r.metric) > (best.prefix_len, -best.metric):
+            best = r
+    return best
