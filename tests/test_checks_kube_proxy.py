@@ -149,3 +149,14 @@ def test_k3s_embeds_kube_proxy(tmp_path: Path) -> None:
 ])
 def test_endpoint_url_from_bind_address(bind: str, url: str) -> None:
     assert kube_proxy.endpoint_url(bind, 10256, "/healthz") == url
+
+
+def test_k3s_with_kube_proxy_disabled_does_not_count(tmp_path: Path) -> None:
+    host = FakeHost(tmp_path, [ProcessInfo(3, "k3s-server", ("/usr/local/bin/k3s", "server"))])
+    host.put("host/etc/rancher/k3s/config.yaml", "write-kubeconfig-mode: \"0644\"\n"
+             "disable-kube-proxy: true\nflannel-backend: none\n")
+    _, fs, summary = run(host)
+    assert fs[0].id == "kube-proxy.not-running" and summary == {"kube_proxy_mode": "absent"}
+    host = FakeHost(tmp_path, [ProcessInfo(3, "k3s", ("k3s", "agent",
+                                                      "--disable-kube-proxy"))])
+    assert run(host)[2] == {"kube_proxy_mode": "absent"}

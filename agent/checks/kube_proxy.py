@@ -37,6 +37,7 @@ CILIUM_REPLACES_VALUES = frozenset({"true", "strict"})
 CILIUM_KPR_KEY = "kube-proxy-replacement"
 #: Processes that embed kube-proxy (no separate kube-proxy process).
 EMBEDDING_PROCESSES = ("k3s",)
+K3S_CONFIG = "/etc/rancher/k3s/config.yaml"
 
 SPEC = CheckSpec(
     name="kube-proxy",
@@ -115,7 +116,8 @@ def gather(host: Host, ctx: CheckContext) -> Facts:
     proxy = next((p for p in procs if _is(p, "kube-proxy")), None)
     embedded = ""
     if proxy is None:
-        proxy = next((p for p in procs if any(_is(p, n) for n in EMBEDDING_PROCESSES)), None)
+        proxy = next((p for p in procs if any(_is(p, n) for n in EMBEDDING_PROCESSES)
+                      and not _k3s_disables_kube_proxy(host, p)), None)
         embedded = _basename(proxy) if proxy else ""
     cilium = next((p for p in procs if _is(p, "cilium-agent")), None)
     kpr, kpr_source = _cilium_kpr(host, cilium) if cilium else ("", "")
@@ -140,6 +142,18 @@ def _is(p: ProcessInfo, name: str) -> bool:
 
 def _basename(p: ProcessInfo | None) -> str:
     return posixpath.basename(p.cmdline[0]) if p and p.cmdline else ""
+
+
+def _k3s_disables_kube_proxy(host: Host, k3s: ProcessInfo) -> bool:
+    """k3s runs kube-proxy in-process unless `--disable-kube-proxy` (flag or its config)."""
+    flag = parse_flag(k3s.cmdline, "disable-kube-proxy")
+    if flag is None:
+        try:
+            flag = parse_top_level_scalars(host.read_host_file(K3S_CONFIG)).get(
+                "disable-kube-proxy")
+        except OSError:
+            flag = None
+    return (flag or "").strip().lower() == "true"
 
 
 def _bind(proxy: ProcessInfo, settings: Mapping[str, str], flag: str, key: str) -> str:
