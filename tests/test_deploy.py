@@ -304,9 +304,12 @@ def test_agent_daemonset_matches_the_agent_cli(rendered: list[dict[str, Any]]) -
     assert spec["dnsPolicy"] == "ClusterFirstWithHostNet"
     assert {"operator": "Exists"} in spec["tolerations"]
 
-    # Liveness hits the agent's own HTTP port; TCP and UDP control ports are declared.
+    # Liveness hits the port the agent serves /healthz on (its --listen, default AGENT_PORT);
+    # TCP and UDP control ports are declared.
+    listen_port = int(getattr(args, "listen", f"0.0.0.0:{AGENT_PORT}").rpartition(":")[2])
+    assert listen_port == AGENT_PORT, "the probes of other agents target AGENT_PORT"
     probe = container["livenessProbe"]["httpGet"]
-    assert probe["path"] == "/healthz" and _port_number(container, probe["port"]) == AGENT_PORT
+    assert probe["path"] == "/healthz" and _port_number(container, probe["port"]) == listen_port
     assert {(p["containerPort"], p.get("protocol", "TCP")) for p in container["ports"]} \
         == {(AGENT_PORT, "TCP"), (AGENT_PORT, "UDP")}
 
