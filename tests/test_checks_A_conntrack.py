@@ -70,6 +70,10 @@ def test_binary_missing_is_an_error_when_kube_proxy_runs_iptables(tmp_path):
     alone = conntrack.gather(RecordedHost(_tree(tmp_path / "b")), CTX)
     assert _by_id(conntrack.evaluate(alone, CTX))["conntrack.binary-missing"].severity \
         is Severity.WARNING
+    cilium = conntrack.gather(RecordedHost(_tree(tmp_path / "c"),
+                                           processes=(proc(8, "cilium-agent"),)), CTX)
+    f = _by_id(conntrack.evaluate(cilium, CTX))["conntrack.binary-missing"]
+    assert f.severity is Severity.INFO and "cilium-agent runs" in f.evidence
 
 
 def test_healthy_tree_with_binary_is_all_ok(tmp_path):

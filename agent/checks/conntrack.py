@@ -13,8 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from agent.checks.base import CheckContext, CheckSpec, FindingSpec
-from agent.checks.kube_components import KubeProxyMode, gather_kube_proxy_mode
-from agent.host import Host
+from agent.checks.kube_components import (KubeProxyMode, cilium_agent_running,
+                                          gather_kube_proxy_mode)
+from agent.host import HOST_BIN_DIRS, Host
 from agent.parsers.conntrack_proc import ConntrackStat, ConntrackStatError, parse_conntrack_stat
 from agent.parsers.sysctl import parse_sysctl_value
 from agent.report import Finding, Severity
@@ -86,6 +87,7 @@ class Facts:
     count: int | None
     stat: ConntrackStat | None
     stat_error: str  # why /proc/net/stat/nf_conntrack was not read, "" when it was
+    cilium_running: bool = False  # Cilium's agent runs (it may replace kube-proxy)
 
 
 def gather(host: Host, ctx: CheckContext) -> Facts:
@@ -109,7 +111,7 @@ def gather(host: Host, ctx: CheckContext) -> Facts:
     except ConntrackStatError as exc:
         stat_error = f"/proc/{STAT_PATH}: {exc}"
     return Facts(host.find_host_binary("conntrack"), gather_kube_proxy_mode(host), max_path,
-                 max_value, count, stat, stat_error)
+                 max_value, count, stat, stat_error, cilium_agent_running(host))
 
 
 def evaluate(facts: Facts, ctx: CheckContext) -> tuple[Finding, ...]:
@@ -137,12 +139,16 @@ def _binary(facts: Facts, ctx: CheckContext) -> Finding:
     if facts.binary:
         return SPEC.finding("conntrack.binary-missing", Severity.OK, ctx.node,
                             title="conntrack binary present", evidence=f"found {facts.binary}")
+    where = f"no executable conntrack in the host's {':'.join(HOST_BIN_DIRS)}"
+    if not kp.running and facts.cilium_running:
+        return SPEC.finding("conntrack.binary-missing", Severity.INFO, ctx.node,
+                            title="conntrack binary absent; not needed while Cilium replaces "
+                                  "kube-proxy",
+                            evidence=f"{where}; {kp_ev}; cilium-agent runs")
     severity = Severity.ERROR if kp.running and kp.mode in CONNTRACK_PROXY_MODES \
         else Severity.WARNING
     return SPEC.finding("conntrack.binary-missing", severity, ctx.node,
-                        evidence=f"no executable conntrack in the host's PATH "
-                                 f"(/usr/local/sbin … /bin, /opt/bin under the host root); "
-                                 f"{kp_ev}")
+                        evidence=f"{where}; {kp_ev}")
 
 
 def _table(facts: Facts, ctx: CheckContext) -> Finding:
