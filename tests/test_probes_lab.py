@@ -199,3 +199,45 @@ def test_netdiag_check_prints_the_per_peer_table_naming_the_direction(lab):
     assert "udp-control  LOST    0/3" in out
     assert "tcp-control  OK      3/3" in out
     assert "all UDP between here and node2 is dropped, TCP passes" in out
+
+
+def test_two_long_lived_probers_see_each_other_across_rounds(lab):
+    """The daemon's shape: each node keeps a Prober (capture + UDP responder) up across
+    rounds and probes the other; each node's `seen` counts the other's probes, and a host
+    firewall on node2 shows up as "node2 saw node1's probes, node1 got no echo back"."""
+    def start(src, dst):
+        return lab.popen(src, [sys.executable, "-m", "agent.probes.oneshot", "--node-name", src,
+                               "--peer", f"{dst}={lab.node(dst).underlay_ip}", "--rounds", "3",
+                               "--interval", "0.6", "--serve", "--json"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def finish(proc):
+        out, err = proc.communicate(timeout=PROBE_RUN_TIMEOUT_S)
+        assert proc.returncode == 0, err
+        rounds = json.loads(out)["rounds"]
+        probes = [p for r in rounds for p in r["probes"]]
+        seen = [s for r in rounds for s in r["seen"]]
+        return probes, seen
+
+    def total(items, kind, key, who):
+        return sum(i[key] or 0 for i in items if i["kind"] == kind
+                   and i["peer"] == who)
+
+    with fault(lab, "host-firewall-drop-8472", "node2"):
+        p1, p2 = start("node1", "node2"), start("node2", "node1")
+        (probes1, seen1), (probes2, seen2) = finish(p1), finish(p2)
+    # node1 -> node2: echoes die in node2's firewall, yet node2's capture counted them
+    assert total(probes1, "echo", "sent", "node2") == 9
+    assert total(probes1, "echo", "answered", "node2") == 0
+    assert total(seen2, "echo", "count", "node1") > 0
+    assert total(seen2, "wire", "count", "node1") > 0
+    # node2 -> node1: its echoes reach node1, but node1's replies come back to node2's 8472,
+    # which node2's own firewall drops: no answers, and node2 says its NIC saw the replies
+    assert total(probes2, "echo", "answered", "node1") == 0
+    assert total(seen1, "echo", "count", "node2") > 0
+    echo2 = [p for p in probes2 if p["kind"] == "echo"]
+    assert all("reached this node's NIC but not its stack" in p["error"] for p in echo2)
+    # UDP control is answered by each Prober's own responder; nobody serves TCP here
+    assert total(probes1, "udp-control", "answered", "node2") == 9
+    tcp = [p for p in probes1 if p["kind"] == "tcp-control"]
+    assert tcp and all("refused" in p["error"] for p in tcp)

@@ -259,3 +259,17 @@ def test_seen_counts_sorted_and_zero_dropped():
                         ("node2", "10.0.0.2", "wire"): 3, ("node4", "10.0.0.4", "mtu"): 0})
     assert [(s.peer, s.kind, s.count) for s in seen] == \
         [("node2", "wire", 3), ("node2", "echo", 3), ("node3", "wire", 3)]
+
+
+def test_echo_reply_filter_attaches_and_classify_reads_a_raw_ipv4_reply():
+    from agent.probes.bpf import build_echo_reply_filter
+    from agent.probes.frames import MARKER_MAGIC, classify_probe_ipv4
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        attach_filter(s, build_echo_reply_filter(MARKER_MAGIC))
+    marker = build_marker("mtu", 4, 1, "node1")
+    ip = build_ipv4("10.244.2.0", "10.244.1.0", 1, build_icmp_echo(1, 4, marker, reply=True))
+    got = classify_probe_ipv4(ip)
+    assert got is not None and got.is_reply and got.marker.kind == "mtu"
+    with pytest.raises(ValueError):
+        build_echo_reply_filter(b"NDP")

@@ -24,6 +24,8 @@ BPF_LDXB_MSH = 0xB1  # ldxb 4*([k]&0xf)
 BPF_JEQ_K = 0x15
 BPF_JSET_K = 0x45
 BPF_RET_K = 0x06
+BPF_LDB_IND = 0x50   # ldb [x + k]
+BPF_LDW_IND = 0x40   # ld [x + k]
 
 Instruction = tuple[int, int, int, int]  # code, jt, jf, k
 
@@ -43,6 +45,23 @@ def build_udp_dst_port_filter(port: int,
         (BPF_LDXB_MSH, 0, 0, 14),         # x = IP header length
         (BPF_LDH_IND, 0, 0, 16),          # UDP destination port
         (BPF_JEQ_K, 0, 1, port),
+        (BPF_RET_K, 0, 0, snaplen),
+        (BPF_RET_K, 0, 0, 0),
+    )
+
+
+def build_echo_reply_filter(magic: bytes,
+                            snaplen: int = CAPTURE_SNAPLEN_BYTES) -> tuple[Instruction, ...]:
+    """For a raw ICMP socket (data starts at the IPv4 header): keep only echo replies whose
+    payload starts with `magic` (4 bytes), so pods' own pings never wake the agent."""
+    if len(magic) != 4:
+        raise ValueError("magic must be 4 bytes")
+    return (
+        (BPF_LDXB_MSH, 0, 0, 0),          # x = IP header length
+        (BPF_LDB_IND, 0, 0, 0),           # ICMP type
+        (BPF_JEQ_K, 0, 3, 0),             # echo reply or drop
+        (BPF_LDW_IND, 0, 0, 8),           # the first 4 payload bytes
+        (BPF_JEQ_K, 0, 1, int.from_bytes(magic, "big")),
         (BPF_RET_K, 0, 0, snaplen),
         (BPF_RET_K, 0, 0, 0),
     )

@@ -18,8 +18,10 @@ import time
 from collections import Counter
 from typing import Callable
 
-from agent.probes.bpf import CAPTURE_SNAPLEN_BYTES, attach_filter, build_udp_dst_port_filter
-from agent.probes.frames import CapturedProbe, classify_vxlan_packet, sender_id
+from agent.probes.bpf import (CAPTURE_SNAPLEN_BYTES, attach_filter, build_echo_reply_filter,
+                              build_udp_dst_port_filter)
+from agent.probes.frames import (MARKER_MAGIC, CapturedProbe, ProbeFrame, classify_probe_ipv4,
+                                 classify_vxlan_packet, sender_id)
 
 ETH_P_IP = 0x0800
 PACKET_OUTGOING = 4
@@ -27,6 +29,7 @@ PACKET_OUTGOING = 4
 CAPTURE_BATCH = 256
 
 ReplyHandler = Callable[[CapturedProbe, int], None]
+StackReplyHandler = Callable[[ProbeFrame, int], None]
 
 
 class CaptureError(RuntimeError):
@@ -141,3 +144,71 @@ class Capture:
         if probe.frame.is_reply:
             return  # a peer kernel's reply to somebody else's probe: not ours to count
         self.seen.add(marker.sender, probe.outer_src, marker.kind)
+
+
+class ReplyListener:
+    """A raw ICMP socket (with a BPF filter: echo replies carrying our marker) that receives
+    the peer kernels' replies to our echo/MTU probes *after* this node's own stack accepted
+    them: decapsulated by our VXLAN device, through our firewall and rp_filter. So an answered
+    echo proves the overlay path both ways, on both nodes. (The underlay capture sees the same
+    reply earlier, at the NIC: seen there but not here = this node drops it.)"""
+
+    def __init__(self, node_name: str, on_reply: StackReplyHandler,
+                 snaplen: int = CAPTURE_SNAPLEN_BYTES) -> None:
+        self.on_reply = on_reply
+        self.snaplen = snaplen
+        self._own_id = sender_id(node_name)
+        self._sock: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self._wake_r = self._wake_w = -1
+
+    def start(self) -> None:
+        try:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+        except PermissionError as exc:
+            raise CaptureError(missing_capability_message("receiving echo replies", exc)) \
+                from None
+        try:
+            attach_filter(sock, build_echo_reply_filter(MARKER_MAGIC, self.snaplen))
+            # Replies that queued before the filter was attached are drained unfiltered below.
+        except OSError as exc:
+            sock.close()
+            raise CaptureError(f"echo reply socket: {exc.strerror or exc}") from None
+        sock.setblocking(False)
+        self._sock = sock
+        self._wake_r, self._wake_w = os.pipe()
+        self._thread = threading.Thread(target=self._loop, name="netdiag-echo-replies",
+                                        daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        sock = self._sock
+        assert sock is not None
+        while True:
+            ready, _, _ = select.select([sock, self._wake_r], [], [])
+            if self._wake_r in ready:
+                return
+            for _ in range(CAPTURE_BATCH):
+                try:
+                    data = sock.recv(self.snaplen)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError:
+                    return
+                frame = classify_probe_ipv4(data)
+                if frame is not None and frame.is_reply and \
+                        frame.marker.sender_id == self._own_id:
+                    self.on_reply(frame, time.monotonic_ns())
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            os.write(self._wake_w, b"x")
+            self._thread.join(timeout=2.0)
+            self._thread = None
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        for fd in (self._wake_r, self._wake_w):
+            if fd >= 0:
+                os.close(fd)
+        self._wake_r = self._wake_w = -1

@@ -215,7 +215,11 @@ def classify_probe_frame(frame: bytes) -> ProbeFrame | None:
         return ProbeFrame(marker, is_reply=False) if marker else None
     if ethertype != ETHERTYPE_IPV4:
         return None
-    ip = frame[ETH_HEADER_BYTES:]
+    return classify_probe_ipv4(frame[ETH_HEADER_BYTES:])
+
+
+def classify_probe_ipv4(ip: bytes) -> ProbeFrame | None:
+    """An IPv4 packet (as a raw ICMP socket reads it) -> the echo/MTU probe or reply in it."""
     parsed = _ipv4(ip)
     if parsed is None:
         return None

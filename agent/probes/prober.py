@@ -23,8 +23,9 @@ from typing import Sequence
 
 from agent.ports import AGENT_PORT, VXLAN_PORT_LINUX
 from agent.probes import Peer, ProberConfig
-from agent.probes.capture import Capture, CaptureError, SeenTally
-from agent.probes.frames import (VXLAN_OVERHEAD_BYTES, CapturedProbe, build_echo_frame,
+from agent.probes.capture import Capture, CaptureError, ReplyListener, SeenTally
+from agent.probes.frames import (VXLAN_OVERHEAD_BYTES, CapturedProbe, ProbeFrame,
+                                 build_echo_frame,
                                  build_marker, build_vxlan_payload, build_wire_frame,
                                  parse_marker, sender_id)
 from agent.probes.responder import UdpResponder
@@ -70,6 +71,7 @@ class Prober:
         self.vxlan_port = (overlay.port if overlay and overlay.port else VXLAN_PORT_LINUX)
         self.seen = SeenTally()
         self.capture: Capture | None = None
+        self.listener: ReplyListener | None = None
         #: Why echo/mtu cannot be answered here (no capture), shown as their error.
         self.capture_error = ""
         self.responder_error = ""
@@ -99,6 +101,12 @@ class Prober:
                                      f"{exc.strerror}") from None
         self._udp_sock.setblocking(False)
         if self.config.capture:
+            listener = ReplyListener(self.node_name, self._on_stack_reply)
+            try:
+                listener.start()
+                self.listener = listener
+            except CaptureError as exc:
+                self.capture_error = str(exc)
             if not self.underlay_dev:
                 self.capture_error = "no underlay interface known: capture not started"
             else:
@@ -108,7 +116,7 @@ class Prober:
                     cap.start()
                     self.capture = cap
                 except CaptureError as exc:
-                    self.capture_error = str(exc)
+                    self.capture_error = self.capture_error or str(exc)
         if self.config.udp_responder:
             responder = UdpResponder(bind_ip, self.config.control_port, self.seen)
             try:
@@ -119,10 +127,10 @@ class Prober:
                                         f"{exc.strerror or exc}")
 
     def stop(self) -> None:
-        for part in (self.capture, self._responder):
+        for part in (self.capture, self.listener, self._responder):
             if part is not None:
                 part.stop()
-        self.capture = self._responder = None
+        self.capture = self.listener = self._responder = None
         for sock in (self._send_sock, self._udp_sock):
             if sock is not None:
                 sock.close()
@@ -167,15 +175,15 @@ class Prober:
                 t = ProbeTally(plan.peer.name, plan.peer.underlay_ip, kind,
                                answered=None if kind == "wire" else 0)
                 tallies.append(t)
-                if kind in ("echo", "mtu") and self.capture is None:
-                    t.errors.append(self.capture_error or "capture not running")
+                if kind in ("echo", "mtu") and self.listener is None:
+                    t.errors.append(self.capture_error or "echo reply socket not running")
                     continue
         by_key = {(t.peer, t.kind): t for t in tallies}
         for i in range(self.config.probes_per_kind):
             for plan in plans:
                 for kind in plan.kinds:
                     t = by_key[(plan.peer.name, kind)]
-                    if kind in ("echo", "mtu") and self.capture is None:
+                    if kind in ("echo", "mtu") and self.listener is None:
                         continue
                     actions.append((plan.peer, t))
 
@@ -331,8 +339,16 @@ class Prober:
             out.tally.rtts_ms.append((recv_ns - out.send_ns) / 1e6)
 
     def _on_reply(self, probe: CapturedProbe, recv_ns: int) -> None:
-        """Capture thread: a peer kernel's echo reply to one of our echo/mtu probes."""
+        """Capture thread: a peer kernel's reply to our echo/mtu probe reached our NIC."""
         marker = probe.frame.marker
+        with self._lock:
+            out = self._outstanding.get((marker.kind, marker.seq))
+            if out is not None:
+                out.tally.replies_at_nic += 1
+
+    def _on_stack_reply(self, frame: ProbeFrame, recv_ns: int) -> None:
+        """Reply-listener thread: the reply made it through our own stack: answered."""
+        marker = frame.marker
         with self._lock:
             out = self._outstanding.pop((marker.kind, marker.seq), None)
             if out is None:

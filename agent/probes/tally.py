@@ -8,6 +8,8 @@ from typing import Iterable, Mapping
 from agent.report import PROBE_KINDS, ProbeResult, RttStats, SeenCount
 
 RTT_DECIMALS = 3
+#: The error phrase for replies the capture saw at the NIC that never reached the stack.
+NIC_DROP_PHRASE = "reached this node's NIC but not its stack"
 ERROR_MAX_CHARS = 300
 
 
@@ -22,6 +24,9 @@ class ProbeTally:
     answered: int | None = 0
     rtts_ms: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    #: echo/mtu: replies the underlay capture saw reach this node's NIC (answered counts only
+    #: those that also made it through this node's own stack).
+    replies_at_nic: int = 0
 
 
 def rtt_stats(rtts_ms: Iterable[float]) -> RttStats | None:
@@ -35,6 +40,9 @@ def rtt_stats(rtts_ms: Iterable[float]) -> RttStats | None:
 
 def result_from_tally(t: ProbeTally) -> ProbeResult:
     errors = list(dict.fromkeys(t.errors))  # distinct, in order
+    if t.kind in ("echo", "mtu") and t.replies_at_nic > (t.answered or 0):
+        errors.append(f"{t.replies_at_nic - (t.answered or 0)} replies {NIC_DROP_PHRASE}: "
+                      "this node drops them (host firewall on the VXLAN port, rp_filter)")
     error = "; ".join(errors)
     if len(error) > ERROR_MAX_CHARS:
         error = error[: ERROR_MAX_CHARS - 3] + "..."

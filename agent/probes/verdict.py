@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
+from agent.probes.tally import NIC_DROP_PHRASE
 from agent.report import ProbeResult
 
 
@@ -40,9 +41,12 @@ def classify_peer_path(peer: str, results: Mapping[str, ProbeResult],
             f"or in {peer}'s host firewall" if arrives_here else
             f"{peer}'s capture tells which way: saw our wire probes = {peer}'s host firewall "
             f"drops them, saw nothing = the fabric or a security group")
-    if st["wire"] == "error" or st["echo"] == "error":
-        err = (results.get("wire") or results.get("echo"))
-        return f"could not probe {peer}: {err.error if err else 'see errors'}"
+    failed = [results[k] for k in ("wire", "echo") if st[k] == "error"]
+    if failed:
+        control = ("UDP and TCP to the agent pass" if udp_up and tcp_up else
+                   "UDP to the agent is dropped while TCP passes" if tcp_up else
+                   "the agent port does not answer")
+        return f"could not probe {peer}: {failed[0].error}; {control}"
     if st["echo"] in ("lost", "n/a") and st["udp-control"] in ("lost", "n/a") and not tcp_up \
             and st["tcp-control"] != "n/a":
         return (f"nothing comes back from {peer} (VXLAN, UDP, TCP): {peer} is down or cut "
@@ -56,6 +60,10 @@ def classify_peer_path(peer: str, results: Mapping[str, ProbeResult],
         if st["mtu"] == "partial":
             return f"full-size VXLAN packets to {peer} are partly lost (MTU or congestion)"
         return f"VXLAN to {peer} and back works (the peer's kernel answered our echoes)"
+    if st["echo"] in ("lost", "partial") and NIC_DROP_PHRASE in results["echo"].error:
+        return (f"{peer} answers our VXLAN echoes and the replies reach this node's NIC, but "
+                f"this node drops them: check this node's host firewall for its VXLAN port "
+                f"(and rp_filter on the VXLAN device)")
     if st["echo"] in ("lost", "partial"):
         some = "some" if st["echo"] == "partial" else "all"
         if st["udp-control"] == "lost" and tcp_up:
