@@ -180,3 +180,37 @@ def test_sequence_input_and_reports_equal_digests() -> None:
     b = correlate({n: digest_report(r) for n, r in sim.latest.items()}, sim.now,
                   {n: [digest_report(r) for r in rs] for n, rs in sim.history.items()})
     assert a == b and a
+
+
+def test_rotating_peer_samples_still_confirm_a_node_verdict() -> None:
+    names = nodes(30)
+    offsets = [(1, 2, 3, 5, 8, 13), (4, 6, 7, 9, 11, 17)]  # disjoint samples per round
+
+    def round_(i: int):
+        def peers(s: str) -> list[str]:
+            j = names.index(s)
+            return [names[(j + k) % 30] for k in offsets[i % 2]]
+        return build_round(names, 1000.0 + 10 * i, lambda s, t: {"wire"} if t == "node9" else set(),
+                           peers=peers)
+
+    sim = Simulation([round_(0), round_(1)])
+    diags = correlate(sim.latest, sim.now, sim.history)
+    assert _ids(diags) == [("overlay.node-inbound-blocked", ("node9",))]
+    # no pair was probed twice: each pair has one round, so no pair-failure could confirm
+    assert "(1 round)" in diags[0].evidence
+
+
+def test_pair_rounds_skip_rounds_where_the_pair_was_not_probed() -> None:
+    names = nodes(4)
+    sample = [["node2", "node3"], ["node3", "node4"], ["node2", "node4"]]
+
+    def round_(i: int):
+        return build_round(names, 1000.0 + 10 * i,
+                           lambda s, t: {"wire"} if (s, t) == ("node1", "node2") else set(),
+                           peers=lambda s: sample[i] if s == "node1" else
+                           [t for t in names if t != s])
+
+    sim = Simulation([round_(0), round_(1), round_(2)])
+    diags = correlate(sim.latest, sim.now, sim.history)
+    assert _ids(diags) == [("overlay.pair-failure", ("node1", "node2"))]
+    assert "(2 rounds)" in diags[0].evidence

@@ -91,10 +91,31 @@ class ClusterView:
         out.sort(key=lambda sk: (sk[0].sender, sk[0].target))
         return out
 
-    def trusted_probers(self, target: str) -> int:
-        """Live, self-healthy senders that probed `target` in their latest round."""
-        n = self.matrix.probed_in.get(target, 0)
+    def trusted_probers(self, target: str, k: int = 0) -> int:
+        """Live, self-healthy senders that probed `target` in round k (0 = latest)."""
+        rounds = self.matrix.rounds
+        n = rounds[k].probed_in.get(target, 0) if k < len(rounds) else 0
         return n - sum(1 for d in self.live.values() if d.unhealthy and target in d.targets)
+
+    def round_failures(self, k: int) -> list[PairStatus]:
+        """Round k's failing pairs (0 = latest, unconfirmed) from trusted live senders, not
+        explained by an earlier diagnosis, sorted."""
+        rounds = self.matrix.rounds
+        if k >= len(rounds):
+            return []
+        out = [st for key, st in rounds[k].failures.items()
+               if key not in self.explained and self.trusted(st.sender)]
+        out.sort(key=lambda st: (st.sender, st.target))
+        return out
+
+    def rounds_to_confirm(self) -> int:
+        """How many rounds a verdict must hold in; 0 when history is too short."""
+        n = self.config.min_failed_rounds
+        return n if len(self.matrix.rounds) >= n else 0
+
+    def probed_out(self, sender: str, k: int = 0) -> int:
+        rounds = self.matrix.rounds
+        return rounds[k].probed_out.get(sender, 0) if k < len(rounds) else 0
 
 
 @dataclass(frozen=True)

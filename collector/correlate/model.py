@@ -15,7 +15,7 @@ unlisted probed pair is ok.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import chain
 from typing import Any, Iterable, Mapping, Sequence, Union
 
@@ -161,20 +161,23 @@ def previous_rounds(latest: NodeDigest, history: Sequence[ReportLike] | None
 
 @dataclass(frozen=True)
 class PairStatus:
-    """A probed pair where at least one kind lost every probe in the latest round."""
+    """A probed pair where at least one kind lost every probe in one round."""
 
     sender: str
     target: str
-    #: kinds that lost everything in the latest round (wire: the target's capture saw none)
+    #: kinds that lost everything in that round (wire: the target's capture saw none)
     kinds: frozenset[str]
-    #: consecutive rounds (latest included) in which the pair's failing kinds kept failing
+    #: consecutive rounds of the sender in which the pair was probed and kept failing
+    #: (rounds where the sender did not probe the target are skipped: peers rotate)
     rounds: int
-    #: kinds that failed in every one of those rounds (what the rules may rely on)
+    #: kinds that failed in every one of those rounds
     confirmed_kinds: frozenset[str]
     #: how many of the sender's wire probes the target's capture saw (None: no wire probe or
     #: the target has no capture data)
     wire_seen: int | None
     wire_sent: int | None
+    #: the TCP control probe of the same pair was answered (the target is up)
+    tcp_ok: bool = False
 
     @property
     def path_failed(self) -> bool:
@@ -198,27 +201,19 @@ class PairStatus:
 
 
 @dataclass(frozen=True)
-class ReachabilityMatrix:
-    """Per ordered pair: not probed, ok, or a PairStatus. Built once per correlation."""
+class ProbeRound:
+    """The failures of one round (0 = latest, 1 = the one before, ...).
 
-    nodes: tuple[str, ...]
+    Round 0 covers every probed pair. Earlier rounds are computed only for "candidate" nodes
+    (those in a failing pair of round 0): their `probed_in` / `probed_out` count only those
+    nodes, which is all a rule confirming a round-0 verdict needs."""
+
+    index: int
     failures: Mapping[tuple[str, str], PairStatus]
-    #: target -> number of senders that probed it in their latest round
     probed_in: Mapping[str, int]
-    #: sender -> number of targets it probed
     probed_out: Mapping[str, int]
-    pairs_probed: int
-    digests: Mapping[str, NodeDigest]
-
-    def status(self, sender: str, target: str) -> str | PairStatus | None:
-        """None: not probed; "ok"; or the PairStatus of a failing pair."""
-        st = self.failures.get((sender, target))
-        if st is not None:
-            return st
-        d = self.digests.get(sender)
-        if d is not None and target in d.targets:
-            return "ok"
-        return None
+    #: (sender, target) pairs probed in this round, for the candidates (round 0: None = all)
+    probed: frozenset[tuple[str, str]] | None = None
 
     def failing_in(self) -> dict[str, list[PairStatus]]:
         out: dict[str, list[PairStatus]] = {}
@@ -233,8 +228,45 @@ class ReachabilityMatrix:
         return out
 
 
-def _pair_kinds(sender: NodeDigest, target_name: str, target: NodeDigest | None
-                ) -> tuple[frozenset[str], int | None, int | None]:
+@dataclass(frozen=True)
+class ReachabilityMatrix:
+    """Per ordered pair: not probed, ok, or a PairStatus. Built once per correlation."""
+
+    nodes: tuple[str, ...]
+    #: the latest round's failing pairs, `rounds` counted back through history
+    failures: Mapping[tuple[str, str], PairStatus]
+    #: target -> number of senders that probed it in their latest round
+    probed_in: Mapping[str, int]
+    #: sender -> number of targets it probed
+    probed_out: Mapping[str, int]
+    pairs_probed: int
+    digests: Mapping[str, NodeDigest]
+    #: rounds[0] is the latest (same failures as `failures`), then earlier rounds
+    rounds: tuple[ProbeRound, ...] = ()
+
+    def status(self, sender: str, target: str) -> str | PairStatus | None:
+        """None: not probed; "ok"; or the PairStatus of a failing pair."""
+        st = self.failures.get((sender, target))
+        if st is not None:
+            return st
+        d = self.digests.get(sender)
+        if d is not None and target in d.targets:
+            return "ok"
+        return None
+
+    def failing_in(self) -> dict[str, list[PairStatus]]:
+        return self.rounds[0].failing_in() if self.rounds else {}
+
+    def failing_out(self) -> dict[str, list[PairStatus]]:
+        return self.rounds[0].failing_out() if self.rounds else {}
+
+
+#: How many rounds back failures are looked up (for confirmation and per-pair round counts).
+MAX_ROUNDS_BACK = 5
+
+
+def _pair_status(sender: NodeDigest, target_name: str, target: NodeDigest | None
+                 ) -> PairStatus | None:
     kinds = sender.lost.get(target_name, _EMPTY)
     wire_seen = wire_sent = None
     if target_name in sender.wire_targets:
@@ -243,14 +275,51 @@ def _pair_kinds(sender: NodeDigest, target_name: str, target: NodeDigest | None
             wire_seen = target.seen.get((sender.name, "wire"), 0)
             if wire_seen == 0:
                 kinds = kinds | {"wire"}
-    return kinds, wire_seen, wire_sent
+    if not kinds:
+        return None
+    tcp_ok = "tcp-control" in sender.answered.get(target_name, _EMPTY)
+    return PairStatus(sender.name, target_name, kinds, 1, kinds, wire_seen, wire_sent, tcp_ok)
+
+
+def _round_failures(senders: Iterable[NodeDigest], targets: Mapping[str, NodeDigest],
+                    only: frozenset[str] | None) -> tuple[dict, Counter, dict, set]:
+    """Failures of one round. `only`: restrict to pairs touching these nodes (None: all)."""
+    failures: dict[tuple[str, str], PairStatus] = {}
+    probed_in: Counter = Counter()
+    probed_out: dict[str, int] = {}
+    probed: set[tuple[str, str]] = set()
+    for s in senders:
+        name = s.name
+        if only is None or name in only:
+            relevant = s.targets
+        else:
+            relevant = s.targets & only
+            if not relevant:
+                continue
+        if only is not None:
+            probed_in.update(relevant)
+            probed_out[name] = len(s.targets)
+            probed.update((name, t) for t in relevant)
+        suspects = [t for t in s.lost if t in relevant]
+        for t in s.wire_targets:
+            if t in relevant:
+                td = targets.get(t)
+                if td is not None and td.captures and name not in td.seen_wire:
+                    suspects.append(t)
+        for t in suspects:
+            st = _pair_status(s, t, targets.get(t))
+            if st is not None:
+                failures[(name, t)] = st
+    return failures, probed_in, probed_out, probed
 
 
 def build_matrix(reports: Mapping[str, ReportLike] | Sequence[ReportLike],
                  history: Mapping[str, Sequence[ReportLike]] | None = None,
-                 exclude: Iterable[str] = ()) -> ReachabilityMatrix:
-    """The reachability matrix of the latest round, failures confirmed against `history`
-    (per node, its recent reports, any order; the latest may be included).
+                 exclude: Iterable[str] = (), max_rounds_back: int = MAX_ROUNDS_BACK
+                 ) -> ReachabilityMatrix:
+    """The reachability matrix of the latest round; earlier rounds from `history` (per node,
+    its recent reports, any order; the latest may be included) for the nodes involved in a
+    failure, so rules can ask "did this hold in the previous round too?".
 
     Nodes in `exclude` (stale agents) are neither senders nor capture witnesses: their data is
     old. Probes *to* them still appear (the stale rule explains them)."""
@@ -258,45 +327,36 @@ def build_matrix(reports: Mapping[str, ReportLike] | Sequence[ReportLike],
     excluded = set(exclude)
     live = {n: d for n, d in digests.items() if n not in excluded}
     probed_in = Counter(chain.from_iterable(d.targets for d in live.values()))
+    probed_out = {n: len(d.targets) for n, d in live.items()}
+    latest, _, _, _ = _round_failures(live.values(), live, None)
+    rounds = [ProbeRound(0, latest, probed_in, probed_out)]
+    if latest and history:
+        candidates = frozenset(chain.from_iterable(latest))
+        prev: dict[str, list[NodeDigest]] = {}
+        for n, d in live.items():
+            p = previous_rounds(d, history.get(n))
+            if p:
+                prev[n] = p[:max_rounds_back]
+        depth = max((len(p) for p in prev.values()), default=0)
+        for k in range(depth):
+            senders = [p[k] for p in prev.values() if len(p) > k]
+            targets = {n: p[k] for n, p in prev.items() if len(p) > k}
+            f, pin, pout, probed = _round_failures(senders, targets, candidates)
+            rounds.append(ProbeRound(k + 1, f, pin, pout, frozenset(probed)))
     failures: dict[tuple[str, str], PairStatus] = {}
-    prev_cache: dict[str, list[NodeDigest]] = {}
-
-    def prev(name: str) -> list[NodeDigest]:
-        if name not in prev_cache:
-            d = digests.get(name)
-            prev_cache[name] = previous_rounds(d, (history or {}).get(name)) if d else []
-        return prev_cache[name]
-
-    for s in live.values():
-        name = s.name
-        suspects: set[str] = set(s.lost)
-        if s.wire_targets:
-            for t in s.wire_targets:
-                td = live.get(t)
-                if td is not None and td.captures and name not in td.seen_wire:
-                    suspects.add(t)
-        for t in suspects:
-            td = live.get(t)
-            kinds, wire_seen, wire_sent = _pair_kinds(s, t, td)
-            if not kinds:
-                continue
-            confirmed = kinds
-            rounds = 1
-            s_prev, t_prev = prev(name), prev(t)
-            for i, sp in enumerate(s_prev):
-                if t not in sp.targets:
-                    break
-                tp = t_prev[i] if i < len(t_prev) else None
-                k, _, _ = _pair_kinds(sp, t, tp)
-                both = confirmed & k
-                if not both:
-                    break
-                confirmed = both
-                rounds += 1
-            failures[(name, t)] = PairStatus(name, t, kinds, rounds,
-                                             confirmed if rounds > 1 else kinds,
-                                             wire_seen, wire_sent)
+    for key, st in latest.items():
+        confirmed, n = st.kinds, 1
+        for r in rounds[1:]:
+            if r.probed is not None and key not in r.probed:
+                continue  # not probed that round (rotating peers): skip, do not break
+            old = r.failures.get(key)
+            both = confirmed & old.kinds if old is not None else _EMPTY
+            if not both:
+                break
+            confirmed, n = both, n + 1
+        failures[key] = replace(st, rounds=n, confirmed_kinds=confirmed)
+    rounds[0] = replace(rounds[0], failures=failures)
     return ReachabilityMatrix(
         nodes=tuple(sorted(digests)), failures=failures, probed_in=probed_in,
-        probed_out={n: len(d.targets) for n, d in live.items()},
-        pairs_probed=sum(len(d.targets) for d in live.values()), digests=digests)
+        probed_out=probed_out, pairs_probed=sum(probed_out.values()), digests=digests,
+        rounds=tuple(rounds))

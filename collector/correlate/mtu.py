@@ -28,29 +28,43 @@ def _mtu_of(view: ClusterView, node: str) -> str:
     return f"{node}: no overlay device reported"
 
 
+def _mtu_only(view: ClusterView, k: int) -> dict[str, list[PairStatus]]:
+    by_target: dict[str, list[PairStatus]] = {}
+    for st in view.round_failures(k):
+        if "mtu" in st.kinds and not (st.kinds & PATH_KINDS):
+            by_target.setdefault(st.target, []).append(st)
+    return by_target
+
+
 def evaluate(view: ClusterView) -> RuleResult:
     acc = _Acc()
     cfg = view.config
-    pairs: list[PairStatus] = [st for st, kinds in view.confirmed_failures()
-                               if "mtu" in kinds and not (st.kinds & PATH_KINDS)]
-    if not pairs:
+    need = view.rounds_to_confirm()
+    if not need:
         return acc.result()
-    by_target: dict[str, list[PairStatus]] = {}
-    for st in pairs:
-        by_target.setdefault(st.target, []).append(st)
-    rest: list[PairStatus] = []
-    for x in sorted(by_target):
-        fails = by_target[x]
-        if len(fails) >= cfg.min_senders and len(fails) > cfg.blame_fraction * \
-                view.trusted_probers(x):
-            title = (f"MTU black hole towards {x}: full-size overlay packets from "
-                     f"{len(fails)} of {view.trusted_probers(x)} peers are lost, small ones pass")
-            evidence = [_mtu_of(view, x)] + [f"{st.sender} -> {x}: echo ok, MTU-sized echo "
-                                               f"(DF) lost ({st.rounds} rounds)" for st in fails]
-            acc.diagnoses.append(diagnosis("overlay.mtu-blackhole", Severity.ERROR, (x,), title,
-                                           evidence, FIX.format(scope=x)))
-        else:
-            rest.extend(fails)
+    rounds = [_mtu_only(view, k) for k in range(need)]
+    if not rounds[0]:
+        return acc.result()
+
+    def towards(x: str, k: int) -> bool:
+        fails = rounds[k].get(x, [])
+        return (len(fails) >= cfg.min_senders
+                and len(fails) > cfg.blame_fraction * view.trusted_probers(x, k))
+
+    for x in sorted(rounds[0]):
+        if not all(towards(x, k) for k in range(need)):
+            continue
+        fails = rounds[0][x]
+        title = (f"MTU black hole towards {x}: full-size overlay packets from "
+                 f"{len(fails)} of {view.trusted_probers(x)} peers are lost, small ones pass")
+        evidence = [_mtu_of(view, x)] + [f"{st.sender} -> {x}: echo ok, MTU-sized echo "
+                                           f"(DF) lost ({st.rounds} rounds)" for st in fails]
+        acc.diagnoses.append(diagnosis("overlay.mtu-blackhole", Severity.ERROR, (x,), title,
+                                       evidence, FIX.format(scope=x)))
+        acc.explains.update((st.sender, x) for st in fails)
+    rest = [st for st, kinds in view.confirmed_failures()
+            if "mtu" in kinds and not (st.kinds & PATH_KINDS)
+            and (st.sender, st.target) not in acc.explains]
     if rest:
         involved = sorted({st.sender for st in rest} | {st.target for st in rest})
         title = (f"MTU black hole on {plural(len(rest), 'path')}: full-size overlay packets "
@@ -60,5 +74,5 @@ def evaluate(view: ClusterView) -> RuleResult:
                      f"({st.rounds} rounds)" for st in rest]
         acc.diagnoses.append(diagnosis("overlay.mtu-blackhole", Severity.WARNING, involved,
                                        title, evidence, FIX.format(scope=name_list(involved))))
-    acc.explains.update((st.sender, st.target) for st in pairs)
+        acc.explains.update((st.sender, st.target) for st in rest)
     return acc.result()

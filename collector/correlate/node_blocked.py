@@ -3,7 +3,8 @@ one node's overlay traffic fails in one direction (or both) while the rest of th
 fine.
 
 Inbound: most senders that probed X (>= `min_senders` and more than `blame_fraction` of them)
-fail to reach X in >= `min_failed_rounds` rounds, while X itself reaches most of its targets.
+fail to reach X, in each of the last `min_failed_rounds` rounds (the senders may differ from
+round to round when peers rotate), while X itself reaches most of its targets.
 Where the probes die comes from X's capture:
 - X's capture never saw them: the fabric drops them before X (security group / ACL blocks UDP
   8472 to X);
@@ -58,26 +59,45 @@ def _where(target: str, fails: list[PairStatus]) -> tuple[str, str]:
                        f"(cannot tell which)")
 
 
+def _maps(view: ClusterView, k: int) -> tuple[dict[str, list[PairStatus]],
+                                              dict[str, list[PairStatus]]]:
+    fin: dict[str, list[PairStatus]] = {}
+    fout: dict[str, list[PairStatus]] = {}
+    for st in view.round_failures(k):
+        if st.kinds & PATH_KINDS and st.target not in view.blamed \
+                and st.sender not in view.blamed:
+            fin.setdefault(st.target, []).append(st)
+            fout.setdefault(st.sender, []).append(st)
+    return fin, fout
+
+
 def evaluate(view: ClusterView) -> RuleResult:
     acc = _Acc()
     cfg = view.config
-    fin: dict[str, list[PairStatus]] = {}
-    fout: dict[str, list[PairStatus]] = {}
-    for st, kinds in view.confirmed_failures():
-        if kinds & PATH_KINDS and st.target not in view.blamed and st.sender not in view.blamed:
-            fin.setdefault(st.target, []).append(st)
-            fout.setdefault(st.sender, []).append(st)
+    need = view.rounds_to_confirm()
+    if not need:
+        return acc.result()
+    maps = [_maps(view, k) for k in range(need)]
 
     def inbound(x: str) -> bool:
-        fails = {st.sender for st in fin.get(x, [])}
-        probers = view.trusted_probers(x)
-        return len(fails) >= cfg.min_senders and len(fails) > cfg.blame_fraction * probers
+        for k, (fin, _) in enumerate(maps):
+            fails = {st.sender for st in fin.get(x, [])}
+            if not (len(fails) >= cfg.min_senders
+                    and len(fails) > cfg.blame_fraction * view.trusted_probers(x, k)):
+                return False
+        return True
 
     def outbound(x: str) -> bool:
-        fails = {st.target for st in fout.get(x, [])}
-        return (x in view.live and len(fails) >= cfg.min_senders
-                and len(fails) > cfg.blame_fraction * view.matrix.probed_out.get(x, 0))
+        if x not in view.live:
+            return False
+        for k, (_, fout) in enumerate(maps):
+            fails = {st.target for st in fout.get(x, [])}
+            if not (len(fails) >= cfg.min_senders
+                    and len(fails) > cfg.blame_fraction * view.probed_out(x, k)):
+                return False
+        return True
 
+    fin, fout = maps[0]
     for x in sorted(set(fin) | set(fout)):
         if x in view.stale:
             continue
@@ -91,8 +111,8 @@ def evaluate(view: ClusterView) -> RuleResult:
         if is_in and is_out:
             where, why = _where(x, ins)
             title = (f"{x} is cut off from the overlay: {len(ins)} of "
-                     f"{view.trusted_probers(x)} peers cannot reach it and it reaches "
-                     f"{len(outs)} of {view.matrix.probed_out.get(x, 0)} targets")
+                     f"{view.trusted_probers(x)} peers cannot reach it, it cannot reach "
+                     f"{len(outs)} of {view.probed_out(x)} targets")
             evidence += [f"inbound: {why}"] + [st.describe() for st in ins]
             evidence += ["outbound:"] + [st.describe() for st in outs]
             acc.diagnoses.append(diagnosis("overlay.node-isolated", Severity.ERROR, (x,), title,
@@ -100,8 +120,7 @@ def evaluate(view: ClusterView) -> RuleResult:
                                                                           dev=dev)))
         elif is_in:
             where, why = _where(x, ins)
-            tcp_ok = [st for st in ins if "tcp-control" not in st.kinds
-                      and "tcp-control" in view.live[st.sender].answered.get(x, ())]
+            tcp_ok = [st for st in ins if st.tcp_ok]
             place = {"fabric": "the fabric (security group / ACL) drops UDP "
                                f"{port} to {x}",
                      "host": f"{x}'s host drops them (firewall, rp_filter or VXLAN config)",
@@ -121,7 +140,7 @@ def evaluate(view: ClusterView) -> RuleResult:
         else:
             never = [st for st in outs if st.wire_seen == 0]
             title = (f"overlay traffic from {x} fails to {len(outs)} of "
-                     f"{view.matrix.probed_out.get(x, 0)} targets while others reach them")
+                     f"{view.probed_out(x)} targets while others reach them")
             if never and len(never) == len(outs):
                 evidence.append(f"the targets' captures never saw {x}'s VXLAN packets: "
                                 f"{x}'s egress (security group egress, OUTPUT firewall, "

@@ -70,11 +70,19 @@ def evaluate(view: ClusterView) -> RuleResult:
     if len(sides) < 2:
         return acc.result()
     side_of = {n: i for i, g in enumerate(sides) for n in g}
-    across = []
-    for st, kinds in view.confirmed_failures():
-        a, b = side_of.get(st.sender), side_of.get(st.target)
-        if a is not None and b is not None and a != b and kinds & PATH_KINDS:
-            across.append(st)
+
+    def crossing(k: int) -> list:
+        out = []
+        for st in view.round_failures(k):
+            a, b = side_of.get(st.sender), side_of.get(st.target)
+            if a is not None and b is not None and a != b and st.kinds & PATH_KINDS:
+                out.append(st)
+        return out
+
+    need = view.rounds_to_confirm()
+    if not need or any(len(crossing(k)) < cfg.min_senders for k in range(1, need)):
+        return acc.result()
+    across = crossing(0)
     if len(across) < cfg.min_senders:
         return acc.result()
     nodes = sorted(side_of)

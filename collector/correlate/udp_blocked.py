@@ -29,33 +29,57 @@ FIX = ("Allow UDP between the nodes: add rules for UDP {port} (VXLAN) and UDP {a
        "VXLAN where the underlay allows it.")
 
 
-def _udp_only(view: ClusterView) -> list[PairStatus]:
+def _udp_only(view: ClusterView, k: int) -> list[PairStatus]:
     out = []
-    for st, kinds in view.confirmed_failures():
+    for st in view.round_failures(k):
         if st.sender in view.blamed or st.target in view.blamed:
             continue
         if st.wire_seen:
             continue  # the target's capture saw the VXLAN packets: not the fabric
-        if kinds & PATH_KINDS and "udp-control" in kinds:
-            answered = view.live[st.sender].answered.get(st.target, ())
-            if "tcp-control" in answered:
-                out.append(st)
+        if st.kinds & PATH_KINDS and "udp-control" in st.kinds and st.tcp_ok:
+            out.append(st)
     return out
 
 
-def evaluate(view: ClusterView) -> RuleResult:
-    acc = _Acc()
-    cfg = view.config
-    pairs = _udp_only(view)
-    if not pairs:
-        return acc.result()
+def _group(pairs: list[PairStatus]) -> tuple[dict[str, list[PairStatus]],
+                                             dict[str, list[PairStatus]]]:
     by_target: dict[str, list[PairStatus]] = {}
     by_sender: dict[str, list[PairStatus]] = {}
     for st in pairs:
         by_target.setdefault(st.target, []).append(st)
         by_sender.setdefault(st.sender, []).append(st)
+    return by_target, by_sender
+
+
+def evaluate(view: ClusterView) -> RuleResult:
+    acc = _Acc()
+    cfg = view.config
+    need = view.rounds_to_confirm()
+    if not need:
+        return acc.result()
+    per_round = [_udp_only(view, k) for k in range(need)]
+    pairs = per_round[0]
+    if not pairs:
+        return acc.result()
+    grouped = [_group(p) for p in per_round]
+
+    def cluster_wide(k: int) -> bool:
+        probed = sum(view.matrix.rounds[k].probed_out.values())
+        return len(per_round[k]) >= 2 and len(per_round[k]) > cfg.cluster_wide_fraction * probed
+
+    def to_node(x: str, k: int) -> bool:
+        fails = grouped[k][0].get(x, [])
+        return (len(fails) >= cfg.min_senders
+                and len(fails) > cfg.blame_fraction * view.trusted_probers(x, k))
+
+    def from_node(x: str, k: int) -> bool:
+        fails = grouped[k][1].get(x, [])
+        return (len(fails) >= cfg.min_senders
+                and len(fails) > cfg.blame_fraction * view.probed_out(x, k))
+
+    by_target, by_sender = grouped[0]
     used: set[tuple[str, str]] = set()
-    if len(pairs) >= 2 and len(pairs) > cfg.cluster_wide_fraction * view.matrix.pairs_probed:
+    if all(cluster_wide(k) for k in range(need)):
         involved = sorted({st.sender for st in pairs} | {st.target for st in pairs})
         port = vxlan_port(view.live.get(involved[0]))
         title = (f"UDP between nodes is dropped (TCP works): {len(pairs)} of "
@@ -64,37 +88,37 @@ def evaluate(view: ClusterView) -> RuleResult:
                     "TCP connect to each peer's agent port succeeds: the nodes are up"]
         evidence += [st.describe() for st in pairs]
         acc.diagnoses.append(diagnosis("overlay.udp-blocked", Severity.ERROR, involved, title,
-                                       evidence, FIX.format(agent_port=AGENT_PORT, port=port, scope="every node")))
+                                       evidence, FIX.format(agent_port=AGENT_PORT, port=port,
+                                                            scope="every node")))
         acc.blames.update(involved)
         used.update((st.sender, st.target) for st in pairs)
     else:
         for x in sorted(by_target):
-            fails = [st for st in by_target[x] if (st.sender, x) not in used]
-            if (len(fails) >= cfg.min_senders
-                    and len(fails) > cfg.blame_fraction * view.trusted_probers(x)):
-                title = (f"UDP to {x} is dropped (TCP works): {len(fails)} of "
-                         f"{view.trusted_probers(x)} peers lose VXLAN and UDP control probes")
-                evidence = [f"TCP to {x}'s agent port works: {x} is up; UDP (VXLAN and "
-                            f"control) never gets through"] + [st.describe() for st in fails]
-                acc.diagnoses.append(diagnosis(
-                    "overlay.udp-blocked", Severity.ERROR, (x,), title, evidence,
-                    FIX.format(agent_port=AGENT_PORT, port=vxlan_port(view.live.get(x)), scope=x)))
-                acc.blames.add(x)
-                used.update((st.sender, x) for st in fails)
+            if not all(to_node(x, k) for k in range(need)):
+                continue
+            fails = by_target[x]
+            title = (f"UDP to {x} is dropped (TCP works): {len(fails)} of "
+                     f"{view.trusted_probers(x)} peers lose VXLAN and UDP control probes")
+            evidence = [f"TCP to {x}'s agent port works: {x} is up; UDP (VXLAN and "
+                        f"control) never gets through"] + [st.describe() for st in fails]
+            acc.diagnoses.append(diagnosis(
+                "overlay.udp-blocked", Severity.ERROR, (x,), title, evidence,
+                FIX.format(agent_port=AGENT_PORT, port=vxlan_port(view.live.get(x)), scope=x)))
+            acc.blames.add(x)
+            used.update((st.sender, x) for st in fails)
         for x in sorted(by_sender):
+            if x in acc.blames or not all(from_node(x, k) for k in range(need)):
+                continue
             fails = [st for st in by_sender[x] if (x, st.target) not in used]
-            if (len(fails) >= cfg.min_senders
-                    and len(fails) > cfg.blame_fraction * view.matrix.probed_out.get(x, 0)):
-                title = (f"UDP from {x} is dropped (TCP works): {len(fails)} of "
-                         f"{view.matrix.probed_out.get(x, 0)} targets lose its VXLAN and UDP "
-                         f"control probes")
-                evidence = [f"TCP from {x} to its targets works; UDP does not"]
-                evidence += [st.describe() for st in fails]
-                acc.diagnoses.append(diagnosis(
-                    "overlay.udp-blocked", Severity.ERROR, (x,), title, evidence,
-                    FIX.format(agent_port=AGENT_PORT, port=vxlan_port(view.live.get(x)),
-                               scope=f"the other nodes from {x} (egress)")))
-                acc.blames.add(x)
-                used.update((x, st.target) for st in fails)
+            title = (f"UDP from {x} is dropped (TCP works): {len(fails)} of "
+                     f"{view.probed_out(x)} targets lose its VXLAN and UDP control probes")
+            evidence = [f"TCP from {x} to its targets works; UDP does not"]
+            evidence += [st.describe() for st in fails]
+            acc.diagnoses.append(diagnosis(
+                "overlay.udp-blocked", Severity.ERROR, (x,), title, evidence,
+                FIX.format(agent_port=AGENT_PORT, port=vxlan_port(view.live.get(x)),
+                           scope=f"the other nodes from {x} (egress)")))
+            acc.blames.add(x)
+            used.update((x, st.target) for st in fails)
     acc.explains.update(used)
     return acc.result()
