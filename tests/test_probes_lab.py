@@ -241,3 +241,12 @@ def test_two_long_lived_probers_see_each_other_across_rounds(lab):
     assert total(probes1, "udp-control", "answered", "node2") == 9
     tcp = [p for p in probes1 if p["kind"] == "tcp-control"]
     assert tcp and all("refused" in p["error"] for p in tcp)
+
+
+def test_calico_vxlan_probes_use_the_devices_port_and_vni(make_lab):
+    calico = make_lab(nodes=2, cni="calico")
+    with receivers(calico, "node2") as rx:
+        r = probe(calico, "node1", "node2")
+    for kind in ("echo", "mtu", "udp-control", "tcp-control"):
+        assert answered(r, "node2", kind) == (3, 3), kind
+    assert rx["node2"].count("node1", "wire") == 3   # captured on UDP 4789

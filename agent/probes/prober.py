@@ -100,6 +100,8 @@ class Prober:
             raise OSError(exc.errno, f"cannot bind to underlay address {bind_ip}: "
                                      f"{exc.strerror}") from None
         self._udp_sock.setblocking(False)
+        if self.config.capture and not self.underlay_dev and self.underlay_ip:
+            self.underlay_dev = _device_holding(self.underlay_ip)
         if self.config.capture:
             listener = ReplyListener(self.node_name, self._on_stack_reply)
             try:
@@ -355,6 +357,20 @@ class Prober:
                 return
             out.tally.answered = (out.tally.answered or 0) + 1
             out.tally.rtts_ms.append((recv_ns - out.send_ns) / 1e6)
+
+
+def _device_holding(ip: str) -> str:
+    """The interface that holds `ip` (the capture's interface when the caller knows only the
+    underlay address, e.g. a Cilium device without a parent)."""
+    from pyroute2 import IPRoute
+
+    from agent.probes.discover import underlay_for
+
+    try:
+        with IPRoute() as ipr:
+            return underlay_for(ipr, None, ip, "")[1]
+    except OSError:
+        return ""
 
 
 def _send_error(kind: str, exc: OSError, peer: Peer, mtu: int) -> str:
