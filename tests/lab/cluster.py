@@ -298,6 +298,14 @@ class Lab:
             proc.kill()
             proc.wait(timeout=5)
 
+    def fabric_ip(self, ip: str = f"{UNDERLAY_NET}.1") -> str:
+        """Give fabric0 an underlay address (idempotent) and return it: a host every node
+        reaches on its underlay (the demo runs the collector there). Traffic to it enters the
+        bridge's input path, so fabric faults (forward hook, node ports) never block it."""
+        sh(["ip", "-n", self.fabric.name, "addr", "replace",
+            f"{ip}/{UNDERLAY_PREFIXLEN}", "dev", FABRIC_BRIDGE])
+        return ip
+
     def add_service(self, node: str, vip: str, port: int, target_port: int,
                     pod: int = 1) -> None:
         """A Service VIP on one node as kube-proxy (iptables mode) programs it, reduced to the
