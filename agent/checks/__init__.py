@@ -4,8 +4,8 @@ test)."""
 
 from __future__ import annotations
 
-from agent.checks import (bridge_nf, cni, conntrack, dns, hairpin, ip_forward, kube_proxy,
-                          rp_filter, vxlan)
+from agent.checks import (bridge_nf, cni, conntrack, dns, hairpin, ip_forward, iptables,
+                          kube_proxy, rp_filter, vxlan)
 
 ALL_CHECKS = (
     ip_forward,
@@ -17,4 +17,5 @@ ALL_CHECKS = (
     cni,
     vxlan,
     kube_proxy,
+    iptables,
 )
