@@ -37,8 +37,8 @@ DEPLOY = ROOT / "deploy"
 DOCKERFILE = ROOT / "Dockerfile"
 NAMESPACE = "netdiag"
 IN_CI = bool(os.environ.get("CI"))
-#: The oldest Kubernetes minor we claim (kubectl debug --custom, sidecar-free probes) and the
-#: newest schema the validator bundles.
+#: The oldest Kubernetes release the manifests are meant for (every field they use is GA
+#: there) and, beside it, the newest schema the validator bundles.
 K8S_MIN_VERSION = "1.29.0"
 #: Files in deploy/ that are not kustomize resources, and why they are still validated.
 NOT_IN_KUSTOMIZATION = {"kustomization.yaml", "debug-pod.yaml", "debug-custom.yaml"}
