@@ -83,7 +83,8 @@ def correlate_with_matrix(reports: Mapping[str, ReportLike] | Sequence[ReportLik
     live = {n: d for n, d in digests.items() if n not in stale_set}
     matrix = build_matrix(digests, history, exclude=stale_set)
     view = ClusterView(now=now, config=config, digests=digests, live=live, stale=stale_set,
-                       matrix=matrix, history=history or {})
+                       matrix=matrix, history=history or {},
+                       unhealthy=tuple(d for d in live.values() if d.unhealthy))
     out: list[Diagnosis] = []
 
     def absorb(res: RuleResult) -> None:

@@ -72,6 +72,8 @@ class ClusterView:
     explained: frozenset[tuple[str, str]] = frozenset()
     #: nodes already blamed by an earlier root cause (for overlay rules)
     blamed: frozenset[str] = frozenset()
+    #: live agents that report themselves unhealthy (their probes are not evidence)
+    unhealthy: tuple[NodeDigest, ...] = ()
 
     def trusted(self, sender: str) -> bool:
         d = self.live.get(sender)
@@ -95,7 +97,7 @@ class ClusterView:
         """Live, self-healthy senders that probed `target` in round k (0 = latest)."""
         rounds = self.matrix.rounds
         n = rounds[k].probed_in.get(target, 0) if k < len(rounds) else 0
-        return n - sum(1 for d in self.live.values() if d.unhealthy and target in d.targets)
+        return n - sum(1 for d in self.unhealthy if target in d.targets)
 
     def round_failures(self, k: int) -> list[PairStatus]:
         """Round k's failing pairs (0 = latest, unconfirmed) from trusted live senders, not

@@ -14,6 +14,7 @@ value itself is wrong.
 from __future__ import annotations
 
 from collections import Counter
+from itertools import chain
 from typing import Any
 
 from agent.report import Severity
@@ -34,17 +35,14 @@ def _ignored(key: str, cfg) -> bool:
 def evaluate(view: ClusterView) -> RuleResult:
     acc = _Acc()
     cfg = view.config
-    groups: dict[tuple, list[str]] = {}
-    for name, d in view.live.items():
-        groups.setdefault(d.fact_items, []).append(name)
+    # one C-level pass over every (key, value) of every live node
+    pair_counts = Counter(chain.from_iterable(d.fact_items for d in view.live.values()))
     votes: dict[str, Counter] = {}
-    for items, members in groups.items():
-        n = len(members)
-        for key, value in items:
-            c = votes.get(key)
-            if c is None:
-                c = votes[key] = Counter()
-            c[value] += n
+    for (key, value), n in pair_counts.items():
+        c = votes.get(key)
+        if c is None:
+            c = votes[key] = Counter()
+        c[value] = n
     for key in sorted(votes):
         counts = votes[key]
         if len(counts) < 2 or _ignored(key, cfg):
@@ -57,11 +55,10 @@ def evaluate(view: ClusterView) -> RuleResult:
             continue
         value: Any = major[0]
         odd: dict[str, Any] = {}
-        for items, members in groups.items():
-            v = dict(items).get(key, value)
+        for name, d in view.live.items():
+            v = d.facts.get(key, value)
             if v != value:
-                for m in members:
-                    odd[m] = v
+                odd[name] = v
         wrong = sorted(odd)
         shown = ", ".join(f"{n}={odd[n]!r}" for n in wrong[:4])
         more = f" and {len(wrong) - 4} more" if len(wrong) > 4 else ""

@@ -25,21 +25,11 @@ FIX = ("Restart kube-proxy on {nodes} (`kubectl -n kube-system delete pod -l "
        "node.")
 
 
-def _digest_fact(facts) -> tuple[str, object] | None:
-    for key, value in facts.items():
-        if key == FACT_SUFFIX or key.endswith("." + FACT_SUFFIX):
-            return key, value
-    return None
-
-
 def evaluate(view: ClusterView) -> RuleResult:
     acc = _Acc()
-    values = {}
     key = FACT_SUFFIX
-    for name, d in view.live.items():
-        found = _digest_fact(d.facts)
-        if found is not None and found[1] not in (None, ""):
-            key, values[name] = found
+    values = {name: d.service_vips for name, d in view.live.items()
+              if d.service_vips not in (None, "")}
     if len(values) < 3:
         return acc.result()
     counts = Counter(values.values())
@@ -56,8 +46,7 @@ def evaluate(view: ClusterView) -> RuleResult:
                         key=lambda d: -d.collected_at):
             if h.collected_at >= latest.collected_at:
                 continue
-            prev = _digest_fact(h.facts)
-            if prev is None or prev[1] == value:
+            if h.service_vips in (None, value):
                 break
             rounds += 1
         (confirmed if rounds >= view.config.min_failed_rounds else single).append((n, rounds))

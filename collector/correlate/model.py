@@ -28,6 +28,7 @@ PATH_KINDS = frozenset({"wire", "echo"})
 UNHEALTHY_AGENT_PREFIXES = ("agent.",)
 
 _EMPTY: frozenset[str] = frozenset()
+PAIR_SEP = "\0"
 
 
 def flatten_facts(facts: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -78,6 +79,16 @@ class NodeDigest:
     unhealthy: bool = False
     #: the node runs a prober (so its capture is meaningful)
     captures: bool = False
+    #: (this node, peer) for every wire probe sent; (peer, this node) for every peer whose
+    #: wire probes this node's capture saw. Set differences over the whole cluster find the
+    #: probes that never arrived without a Python loop per pair.
+    #: Pairs are "sender\0target" strings: a str caches its hash, a tuple does not.
+    wire_pairs: frozenset[str] = frozenset()
+    seen_pairs: frozenset[str] = frozenset()
+    #: the `service_vips_digest` fact (any nesting), or None
+    service_vips: Any = None
+    #: (device name, vni, port, mtu) of every overlay device
+    overlay_key: tuple[tuple[Any, ...], ...] = ()
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -119,14 +130,24 @@ def digest_report(report: NodeReport) -> NodeDigest:
     items.sort(key=lambda kv: kv[0])
     unhealthy = any(f.severity >= Severity.WARNING and f.id.startswith(UNHEALTHY_AGENT_PREFIXES)
                     for f in report.findings)
+    name = report.node.name
+    vips = None
+    for k, v in flat.items():
+        if k == "service_vips_digest" or k.endswith(".service_vips_digest"):
+            vips = v
+            break
     return NodeDigest(
-        name=report.node.name, collected_at=report.collected_at, interval_s=report.interval_s,
+        name=name, collected_at=report.collected_at, interval_s=report.interval_s,
         report=report, targets=frozenset(targets), wire_targets=frozenset(wire),
         lost={k: frozenset(v) for k, v in lost.items()},
         answered={k: frozenset(v) for k, v in answered.items()},
         seen_wire=frozenset(seen_wire), seen=seen, probe_index=index,
         facts=flat, fact_items=tuple(items), unhealthy=unhealthy,
-        captures=bool(wire) or bool(report.seen))
+        captures=bool(wire) or bool(report.seen),
+        wire_pairs=frozenset(f"{name}{PAIR_SEP}{t}" for t in wire),
+        seen_pairs=frozenset(f"{p}{PAIR_SEP}{name}" for p in seen_wire),
+        service_vips=vips,
+        overlay_key=tuple((d.name, d.vni, d.port, d.mtu) for d in report.overlay))
 
 
 def as_digest(item: ReportLike) -> NodeDigest:
@@ -235,7 +256,8 @@ class ReachabilityMatrix:
     nodes: tuple[str, ...]
     #: the latest round's failing pairs, `rounds` counted back through history
     failures: Mapping[tuple[str, str], PairStatus]
-    #: target -> number of senders that probed it in their latest round
+    #: target -> number of senders that probed it in their latest round (counted only for
+    #: nodes in a failing pair: the others are not asked about)
     probed_in: Mapping[str, int]
     #: sender -> number of targets it probed
     probed_out: Mapping[str, int]
@@ -282,34 +304,42 @@ def _pair_status(sender: NodeDigest, target_name: str, target: NodeDigest | None
 
 
 def _round_failures(senders: Iterable[NodeDigest], targets: Mapping[str, NodeDigest],
-                    only: frozenset[str] | None) -> tuple[dict, Counter, dict, set]:
-    """Failures of one round. `only`: restrict to pairs touching these nodes (None: all)."""
+                    only: frozenset[str] | None
+                    ) -> tuple[dict, Counter | None, dict | None, set | None]:
+    """Failures of one round. `only`: restrict to pairs touching these nodes (None: all, and
+    no probed counts are returned: the caller counts them)."""
+    senders = list(senders)
     failures: dict[tuple[str, str], PairStatus] = {}
-    probed_in: Counter = Counter()
-    probed_out: dict[str, int] = {}
-    probed: set[tuple[str, str]] = set()
+    probed_in: Counter | None = None
+    probed_out: dict[str, int] | None = None
+    probed: set[tuple[str, str]] | None = None
+    if only is not None:
+        probed_in, probed_out, probed = Counter(), {}, set()
+        for s in senders:
+            relevant = s.targets if s.name in only else s.targets & only
+            if relevant:
+                probed_in.update(relevant)
+                probed_out[s.name] = len(s.targets)
+                probed.update((s.name, t) for t in relevant)
+    # wire probes sent minus those the targets' captures saw = never arrived
+    sent = set().union(*(d.wire_pairs for d in senders))
+    sent -= set().union(*(d.seen_pairs for d in targets.values()))
+    suspects: set[tuple[str, str]] = set()
+    for key in sent:
+        s_name, t = key.split(PAIR_SEP, 1)
+        td = targets.get(t)
+        if td is not None and td.captures:
+            suspects.add((s_name, t))
+    by_name = {d.name: d for d in senders}
     for s in senders:
-        name = s.name
-        if only is None or name in only:
-            relevant = s.targets
-        else:
-            relevant = s.targets & only
-            if not relevant:
-                continue
-        if only is not None:
-            probed_in.update(relevant)
-            probed_out[name] = len(s.targets)
-            probed.update((name, t) for t in relevant)
-        suspects = [t for t in s.lost if t in relevant]
-        for t in s.wire_targets:
-            if t in relevant:
-                td = targets.get(t)
-                if td is not None and td.captures and name not in td.seen_wire:
-                    suspects.append(t)
-        for t in suspects:
-            st = _pair_status(s, t, targets.get(t))
-            if st is not None:
-                failures[(name, t)] = st
+        for t in s.lost:
+            suspects.add((s.name, t))
+    for s_name, t in suspects:
+        if only is not None and s_name not in only and t not in only:
+            continue
+        st = _pair_status(by_name[s_name], t, targets.get(t))
+        if st is not None:
+            failures[(s_name, t)] = st
     return failures, probed_in, probed_out, probed
 
 
@@ -326,12 +356,18 @@ def build_matrix(reports: Mapping[str, ReportLike] | Sequence[ReportLike],
     digests = as_digests(reports)
     excluded = set(exclude)
     live = {n: d for n, d in digests.items() if n not in excluded}
-    probed_in = Counter(chain.from_iterable(d.targets for d in live.values()))
     probed_out = {n: len(d.targets) for n, d in live.items()}
     latest, _, _, _ = _round_failures(live.values(), live, None)
+    candidates = frozenset(chain.from_iterable(latest))
+    # how many senders probed each candidate (the only targets a rule asks about)
+    probed_in: Counter = Counter()
+    if candidates:
+        for d in live.values():
+            hit = d.targets & candidates
+            if hit:
+                probed_in.update(hit)
     rounds = [ProbeRound(0, latest, probed_in, probed_out)]
     if latest and history:
-        candidates = frozenset(chain.from_iterable(latest))
         prev: dict[str, list[NodeDigest]] = {}
         for n, d in live.items():
             p = previous_rounds(d, history.get(n))
