@@ -236,3 +236,26 @@ def test_lab_tears_down_when_the_block_raises() -> None:
     while _leftovers(run_id) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert _leftovers(run_id) == []
+
+
+def test_demo_without_collector_shows_the_fault_in_netdiag_check() -> None:
+    out = _cli("demo", "--no-collector", "--nodes", "2", "--fault", "vxlan-down:node2")
+    assert out.returncode == 0, out.stdout + out.stderr
+    before, after = out.stdout.split(">>> injected vxlan-down")
+    assert "ERROR   vxlan.device-down" not in before
+    assert "ERROR   vxlan.device-down" in after
+    run_id = re.search(r"run id (\w+)", out.stdout).group(1)  # type: ignore[union-attr]
+    assert _leftovers(run_id) == []
+
+
+@pytest.mark.skipif(not __import__("tests.lab.demo", fromlist=["x"]).collector_available(),
+                    reason="collector not built yet")
+def test_demo_collector_names_udp_blocked_into_node3() -> None:
+    out = _cli("demo", "--nodes", "4", "--interval", "1", "--wait", "40",
+               "--fault", "fabric-drop-udp-in:node3")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+    healthy, after = out.stdout.split(">>> injected fabric-drop-udp-in")
+    assert "no cross-node problem found" in healthy
+    assert "overlay.udp-blocked  [node3]" in after
+    run_id = re.search(r"run id (\w+)", out.stdout).group(1)  # type: ignore[union-attr]
+    assert _leftovers(run_id) == []

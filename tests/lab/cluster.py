@@ -32,6 +32,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -81,6 +82,27 @@ FLAVOURS: dict[str, Flavour] = {
     # Cilium's device has no VNI of its own (collect-metadata); 1 is the VNI its routes send.
     "cilium": Flavour("cilium", "cilium_vxlan", 8472, 1, addressed=False, external=True),
 }
+
+
+#: The CNI config each flavour's installer writes to /etc/cni/net.d (the flannel one is
+#: kube-flannel's 10-flannel.conflist, as in tests/fixtures' flannel conflist).
+CNI_CONFIGS = {
+    "flannel": ("10-flannel.conflist", {
+        "name": "cbr0", "cniVersion": "0.3.1",
+        "plugins": [{"type": "flannel",
+                     "delegate": {"hairpinMode": True, "isDefaultGateway": True}},
+                    {"type": "portmap", "capabilities": {"portMappings": True}}]}),
+    "calico": ("10-calico.conflist", {
+        "name": "k8s-pod-network", "cniVersion": "0.3.1",
+        "plugins": [{"type": "calico", "datastore_type": "kubernetes", "mtu": 1450,
+                     "ipam": {"type": "calico-ipam"}},
+                    {"type": "portmap", "snat": True, "capabilities": {"portMappings": True}}]}),
+    "cilium": ("05-cilium.conf", {"cniVersion": "0.3.1", "name": "cilium",
+                                  "type": "cilium-cni", "enable-debug": False}),
+}
+HOST_TOOLS = ("conntrack", "iptables", "iptables-save", "ipvsadm", "ip", "nft")
+CNI_STAND_IN = ("#!/bin/sh\n# netdiag lab stand-in: the lab wires its pods itself.\n"
+                "echo 'netdiag lab: CNI plugin stand-in' >&2\nexit 1\n")
 
 
 @dataclass
@@ -298,6 +320,35 @@ class Lab:
             proc.kill()
             proc.wait(timeout=5)
 
+    def host_root(self, node: str) -> Path:
+        """A node's host files, for `netdiag check/agent --host-root`: the CNI config its
+        flavour installs (/etc/cni/net.d), stand-ins for the plugin binaries it names
+        (/opt/cni/bin; they only exit 1: the lab wires pods itself) and a resolv.conf with a
+        non-loopback nameserver. Without it, checks in a node namespace read this machine's
+        own /etc, which has no CNI. Created on first use, removed with the lab."""
+        n = self.node(node)
+        root = STATE_DIR / self.run_id / n.name
+        if root.is_dir():
+            return root
+        filename, config = CNI_CONFIGS[n.flavour.name]
+        (root / "etc/cni/net.d").mkdir(parents=True)
+        (root / "etc/cni/net.d" / filename).write_text(json.dumps(config, indent=2) + "\n")
+        (root / "etc/resolv.conf").write_text(f"nameserver {UNDERLAY_NET}.1\n")
+        bin_dir = root / "opt/cni/bin"
+        bin_dir.mkdir(parents=True)
+        plugins = {"bridge", "host-local", "loopback", "portmap", "calico-ipam"}
+        plugins |= {p["type"] for p in config.get("plugins", [config])}  # type: ignore
+        for plugin in sorted(plugins):
+            (bin_dir / plugin).write_text(CNI_STAND_IN)
+            (bin_dir / plugin).chmod(0o755)
+        # The node's own tools are this machine's (the namespaces share its filesystem).
+        for tool in HOST_TOOLS:
+            real = shutil.which(tool)
+            if real:
+                (root / "usr/sbin").mkdir(parents=True, exist_ok=True)
+                (root / "usr/sbin" / tool).symlink_to(os.path.realpath(real))
+        return root
+
     def fabric_ip(self, ip: str = f"{UNDERLAY_NET}.1") -> str:
         """Give fabric0 an underlay address (idempotent) and return it: a host every node
         reaches on its underlay (the demo runs the collector there). Traffic to it enters the
@@ -360,6 +411,7 @@ class Lab:
         """Delete every namespace of this lab (their links and nft tables go with them)."""
         atexit.unregister(self._atexit_down)
         remove_namespaces(self.namespaces())
+        shutil.rmtree(STATE_DIR / self.run_id, ignore_errors=True)
         self.state_path.unlink(missing_ok=True)
         self._built = False
         self.active_faults.clear()
@@ -536,6 +588,13 @@ def _existing_namespaces() -> list[str]:
     return [line.split()[0] for line in out.splitlines() if line.strip()]
 
 
+def _remove_files(state: Mapping[str, object]) -> None:
+    run_id = str(state.get("run_id", ""))
+    if run_id:
+        shutil.rmtree(STATE_DIR / run_id, ignore_errors=True)
+    Path(str(state["_path"])).unlink(missing_ok=True)
+
+
 def read_states() -> list[dict]:
     states = []
     if not STATE_DIR.is_dir():
@@ -560,7 +619,7 @@ def cleanup(include_persistent: bool = False) -> list[str]:
         if not state.get("persistent") and pid_alive(state.get("pid")):
             continue
         remove_namespaces(state.get("namespaces", []))
-        Path(state["_path"]).unlink(missing_ok=True)
+        _remove_files(state)
         removed.append(state.get("run_id", "?"))
     return removed
 
@@ -570,7 +629,7 @@ def down(run_id: str) -> bool:
     for state in read_states():
         if state.get("run_id") == run_id:
             remove_namespaces(state.get("namespaces", []))
-            Path(state["_path"]).unlink(missing_ok=True)
+            _remove_files(state)
             return True
     return False
 

@@ -132,7 +132,8 @@ def _reported_nodes(report: dict[str, Any] | None) -> set[str]:
 
 def run_checks(lab: Lab, heading: str) -> None:
     for n in lab.nodes:
-        proc = lab.exec(n.name, _netdiag("check", "--node-name", n.name, "--color", "never"),
+        proc = lab.exec(n.name, _netdiag("check", "--node-name", n.name, "--color", "never",
+                                         "--host-root", str(lab.host_root(n.name))),
                         check=False, timeout=120)
         print(f"\n===== {heading}: netdiag check on {n.name} (exit {proc.returncode}) =====")
         # the summary table; the details section repeats it with evidence (see `check`)
@@ -167,7 +168,7 @@ def demo_with_collector(lab: Lab, faults: list[tuple[str, list[str]]],
             for n in lab.nodes:
                 procs.start(n.name, n.ns_name, _netdiag(
                     "agent", "--collector", base, "--node-name", n.name,
-                    "--interval", f"{interval:g}"))
+                    "--interval", f"{interval:g}", "--host-root", str(lab.host_root(n.name))))
             names = {n.name for n in lab.nodes}
             # Every node reported, and at least two rounds so every pair has been probed.
             if not _wait(lambda: names <= _reported_nodes(_report_json(lab, base)),
