@@ -183,10 +183,10 @@ def _render_matrix(state: ReportState) -> list[str]:
         in_n = Counter(t for _, t in m.failures)
         senders = sorted(out_n, key=lambda n: (-out_n[n], n))
         targets = sorted(in_n, key=lambda n: (-in_n[n], n))
-        lines.append(f"only nodes with failing pairs: {len(senders)} sender(s), "
-                     f"{len(targets)} target(s)"
-                     + (f"; showing the worst {MATRIX_SUMMARY_MAX}"
-                        if max(len(senders), len(targets)) > MATRIX_SUMMARY_MAX else ""))
+        lines += _wrap(f"only nodes with failing pairs: {len(senders)} sender(s), "
+                       f"{len(targets)} target(s)"
+                       + (f"; showing the worst {MATRIX_SUMMARY_MAX}"
+                          if max(len(senders), len(targets)) > MATRIX_SUMMARY_MAX else ""), "")
         rows, cols = senders[:MATRIX_SUMMARY_MAX], targets[:MATRIX_SUMMARY_MAX]
         label = {n: i + 1 for i, n in enumerate(cols)}
     header = " " * 16 + "".join(f"{label[c]:>3}" for c in cols)

@@ -36,7 +36,7 @@ def flatten_facts(facts: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in facts.items():
         name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
+        if isinstance(value, dict):
             out.update(flatten_facts(value, name + "."))
         elif isinstance(value, list):
             try:
@@ -69,8 +69,8 @@ class NodeDigest:
     seen_wire: frozenset[str]
     #: (peer, kind) -> count seen by this node's capture
     seen: Mapping[tuple[str, str], int]
-    #: (peer, kind) -> (sent, answered, error) for evidence
-    probe_index: Mapping[tuple[str, str], tuple[int, int | None, str]]
+    #: peer -> wire probes sent
+    wire_sent: Mapping[str, int]
     facts: Mapping[str, Any]
     #: the hashable facts as sorted (key, value) pairs: nodes with equal facts share one
     #: value, so drift is computed per distinct fact set, not per node
@@ -98,26 +98,31 @@ ReportLike = Union[NodeReport, NodeDigest]
 def digest_report(report: NodeReport) -> NodeDigest:
     """Index one report. Pure; ~tens of microseconds for 16 peers x 5 kinds."""
     targets: set[str] = set()
-    wire: set[str] = set()
+    wire_sent: dict[str, int] = {}
     lost: dict[str, set[str]] = {}
     answered: dict[str, set[str]] = {}
-    index: dict[tuple[str, str], tuple[int, int | None, str]] = {}
     for p in report.probes:
-        if p.sent <= 0:
+        sent = p.sent
+        if sent <= 0:
             continue
-        targets.add(p.peer)
-        index[(p.peer, p.kind)] = (p.sent, p.answered, p.error)
-        if p.kind == "wire":
-            wire.add(p.peer)
-        elif not p.answered:
-            lost.setdefault(p.peer, set()).add(p.kind)
+        peer, kind = p.peer, p.kind
+        targets.add(peer)
+        if kind == "wire":
+            wire_sent[peer] = wire_sent.get(peer, 0) + sent
         else:
-            answered.setdefault(p.peer, set()).add(p.kind)
+            bucket = answered if p.answered else lost
+            got = bucket.get(peer)
+            if got is None:
+                bucket[peer] = {kind}
+            else:
+                got.add(kind)
+    wire = wire_sent
     seen: dict[tuple[str, str], int] = {}
     seen_wire: set[str] = set()
     for s in report.seen:
-        seen[(s.peer, s.kind)] = seen.get((s.peer, s.kind), 0) + s.count
-        if s.kind == "wire" and s.count > 0:
+        key = (s.peer, s.kind)
+        seen[key] = seen.get(key, 0) + s.count
+        if s.count > 0 and s.kind == "wire":
             seen_wire.add(s.peer)
     flat = flatten_facts(report.facts)
     items = []
@@ -141,7 +146,7 @@ def digest_report(report: NodeReport) -> NodeDigest:
         report=report, targets=frozenset(targets), wire_targets=frozenset(wire),
         lost={k: frozenset(v) for k, v in lost.items()},
         answered={k: frozenset(v) for k, v in answered.items()},
-        seen_wire=frozenset(seen_wire), seen=seen, probe_index=index,
+        seen_wire=frozenset(seen_wire), seen=seen, wire_sent=wire_sent,
         facts=flat, fact_items=tuple(items), unhealthy=unhealthy,
         captures=bool(wire) or bool(report.seen),
         wire_pairs=frozenset(f"{name}{PAIR_SEP}{t}" for t in wire),
@@ -292,7 +297,7 @@ def _pair_status(sender: NodeDigest, target_name: str, target: NodeDigest | None
     kinds = sender.lost.get(target_name, _EMPTY)
     wire_seen = wire_sent = None
     if target_name in sender.wire_targets:
-        wire_sent = sender.probe_index[(target_name, "wire")][0]
+        wire_sent = sender.wire_sent[target_name]
         if target is not None and target.captures:
             wire_seen = target.seen.get((sender.name, "wire"), 0)
             if wire_seen == 0:

@@ -93,7 +93,10 @@ def evaluate(view: ClusterView) -> RuleResult:
     where = ("the receivers' captures never saw the packets: dropped in the fabric between "
              "the groups" if not seen else
              f"{len(seen)} of {len(across)} failing pairs were seen by the receiver's capture")
-    evidence = [f"groups: {sizes}", where] + [st.describe() for st in across]
+    evidence = [f"groups: {sizes}",
+                f"{len(across)} probed pairs across the groups fail and none across works; "
+                f"inside each group the probes work", where]
+    evidence += [st.describe() for st in across]
     acc.diagnoses.append(diagnosis("overlay.partition", Severity.ERROR, nodes, title, evidence,
                                    FIX.format(port=vxlan_port(view.live.get(nodes[0])))))
     acc.blames.update(nodes)

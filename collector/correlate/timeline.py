@@ -114,10 +114,17 @@ def explain_timeline(history: Mapping[str, Sequence[Any]], diagnosis: Diagnosis
         events += changes[node]
     onsets: list[float] = []
     if diagnosis.id.startswith("overlay."):
+        latest_targets = {n: (ss[-1].digest.targets if ss and ss[-1].digest else frozenset())
+                          for n, ss in snaps.items()}
+        aggregate: dict[str, list[float]] = {"to": [], "from": []}
         for x in blamed:
+            x_targets = set().union(*(s.digest.targets for s in snaps.get(x, []) if s.digest))
             for direction in ("to", "from"):
                 starts: dict[str, float] = {}
-                peers = [n for n in snaps if n != x]
+                if direction == "to":
+                    peers = [p for p, ts in latest_targets.items() if p != x and x in ts]
+                else:
+                    peers = [p for p in x_targets if p in snaps]
                 for p in peers:
                     if direction == "to":
                         t = _onset(snaps[p], x, snaps.get(x, []))
@@ -128,13 +135,24 @@ def explain_timeline(history: Mapping[str, Sequence[Any]], diagnosis: Diagnosis
                 if not starts:
                     continue
                 first, last = min(starts.values()), max(starts.values())
+                onsets.append(first)
+                if len(blamed) > 2:
+                    aggregate[direction] += list(starts.values())
+                    continue
                 who = sorted(starts)
                 names = ", ".join(who[:5]) + (f" and {len(who) - 5} more" if len(who) > 5 else "")
                 span = (f"since {format_time(first)}" if first == last else
                         f"first from {format_time(first)}, all by {format_time(last)}")
-                verb = f"overlay probes {direction} {x} failing {'from' if direction == 'to' else 'to'}"
+                verb = (f"overlay probes to {x} failing from" if direction == "to" else
+                        f"overlay probes from {x} failing to")
                 events.append((first, f"{verb} {names} ({span})"))
-                onsets.append(first)
+        for direction, starts_all in aggregate.items():
+            if starts_all:
+                first, last = min(starts_all), max(starts_all)
+                scope = f"{len(blamed)} of the {len(diagnosis.nodes)} nodes"
+                events.append((first, f"overlay probes {direction} {scope} failing: "
+                                      f"{len(starts_all)} pairs, first from "
+                                      f"{format_time(first)}, all by {format_time(last)}"))
     events.sort(key=lambda e: e[0])
     lines = [f"{format_time(at)} {text}" for at, text in events]
     if onsets:
