@@ -5,7 +5,7 @@ test)."""
 from __future__ import annotations
 
 from agent.checks import (bridge_nf, cni, conntrack, dns, hairpin, ip_forward, iptables,
-                          kube_proxy, rp_filter, vxlan)
+                          ipvs, kube_proxy, rp_filter, vxlan)
 
 ALL_CHECKS = (
     ip_forward,
@@ -18,4 +18,5 @@ ALL_CHECKS = (
     vxlan,
     kube_proxy,
     iptables,
+    ipvs,
 )

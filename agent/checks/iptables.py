@@ -613,14 +613,16 @@ def _dedupe(findings: list[Finding]) -> list[Finding]:
 
 
 def summarize(facts: Facts) -> dict[str, object]:
-    keys = facts.service_keys()
     modes = {facts.kube_proxy_rules(c, d).mode for c, d in facts.dumps()} - {"none"}
     summary: dict[str, object] = {
-        "service_vips_digest": digest_keys(keys),
-        "service_vips_count": len(keys),
         "kube_proxy_rules": "/".join(sorted(modes)) or "none",
         "iptables_backends": [f"{c}:{d.backend or '?'}" for c, d in facts.dumps()],
     }
+    if facts.kube_proxy.mode == "ipvs":
+        return summary  # the ipvs check reports the Service VIPs from the IPVS table
+    keys = facts.service_keys()
+    summary["service_vips_digest"] = digest_keys(keys)
+    summary["service_vips_count"] = len(keys)
     if len(keys) <= SERVICE_VIPS_INLINE_MAX:
         summary["service_vips"] = list(keys)
     return summary
