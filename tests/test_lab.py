@@ -259,3 +259,12 @@ def test_demo_collector_names_udp_blocked_into_node3() -> None:
     assert "overlay.udp-blocked  [node3]" in after
     run_id = re.search(r"run id (\w+)", out.stdout).group(1)  # type: ignore[union-attr]
     assert _leftovers(run_id) == []
+
+
+def test_a_run_id_in_use_is_refused_and_the_other_lab_survives(lab: Lab) -> None:
+    twin = Lab(nodes=2, run_id=lab.run_id)
+    with pytest.raises(LabError, match="in use"):
+        twin.up()
+    twin.down()                                          # must not touch lab's namespaces
+    assert lab.fabric.name in list_lab_namespaces()
+    assert PROBES["pod1->pod2"](lab)

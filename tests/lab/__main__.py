@@ -17,6 +17,7 @@ Needs root (network namespaces); nothing is changed in the root namespace.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from typing import Sequence
@@ -216,6 +217,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command not in ("faults",):
@@ -223,6 +228,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if reason:
             print(f"python -m tests.lab: {reason}", file=sys.stderr)
             return 1
+    # SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so every lab and process we
+    # started is torn down by the finally blocks on the way out.
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         return args.func(args)
     except LabError as e:

@@ -196,7 +196,7 @@ class Lab:
         for node_name, flavour in variants.items():
             if flavour not in FLAVOURS:
                 raise LabError(f"unknown variant {flavour!r} for {node_name}")
-        self.run_id = run_id or new_run_id()
+        self.run_id = run_id or _free_run_id()
         self.cni = cni
         self.persistent = persistent
         self.prefix = f"{NAME_PREFIX}{self.run_id}"
@@ -227,6 +227,7 @@ class Lab:
         self.build_s: float | None = None
         self.active_faults: dict[tuple[str, str], object] = {}
         self._built = False
+        self._owns = False
         self._owner_pid = os.getpid()
 
     # ----- naming and lookup -------------------------------------------------------------
@@ -392,6 +393,13 @@ class Lab:
 
     def up(self) -> "Lab":
         t0 = time.monotonic()
+        taken = set(_existing_namespaces()) & set(self.namespaces())
+        if taken or self.state_path.exists():
+            # Another lab owns this run id (4 hex digits do collide): never build into, or
+            # tear down, namespaces we did not create.
+            used_by = ", ".join(sorted(taken)) or str(self.state_path)
+            raise LabError(f"run id {self.run_id} is in use ({used_by}); pick another")
+        self._owns = True
         self._write_state()
         atexit.register(self._atexit_down)
         try:
@@ -410,6 +418,8 @@ class Lab:
     def down(self) -> None:
         """Delete every namespace of this lab (their links and nft tables go with them)."""
         atexit.unregister(self._atexit_down)
+        if not self._owns:      # never built (or its run id belonged to another lab)
+            return
         remove_namespaces(self.namespaces())
         shutil.rmtree(STATE_DIR / self.run_id, ignore_errors=True)
         self.state_path.unlink(missing_ok=True)
@@ -563,6 +573,18 @@ class Lab:
                          for r in rows)
 
 
+def _free_run_id() -> str:
+    """A run id no namespace or state file on this machine uses yet."""
+    existing = _existing_namespaces()
+    for _ in range(100):
+        rid = new_run_id()
+        prefix = f"{NAME_PREFIX}{rid}"
+        if not (STATE_DIR / f"{rid}.json").exists() and \
+                not any(n == prefix or n.startswith(prefix + "-") for n in existing):
+            return rid
+    raise LabError("no free run id after 100 tries: run `python -m tests.lab cleanup`")
+
+
 def lab_from_state(state: Mapping[str, object]) -> Lab:
     """The Lab a state file describes (names are deterministic), to inject faults into or
     run commands in a lab another process built. Building it again is not needed."""
@@ -571,6 +593,7 @@ def lab_from_state(state: Mapping[str, object]) -> Lab:
               pods_per_node=int(state.get("pods_per_node", 1)),  # type: ignore[arg-type]
               run_id=str(state["run_id"]), persistent=bool(state.get("persistent")))
     lab._built = True
+    lab._owns = True
     return lab
 
 
