@@ -175,13 +175,14 @@ def test_node_report_shows_the_table_only_with_probes():
 def test_replies_seen_at_the_nic_but_not_the_stack_blame_this_node():
     from agent.probes.tally import ProbeTally, result_from_tally
 
-    echo = result_from_tally(ProbeTally("node2", "192.168.77.12", "echo", sent=3, answered=0,
-                                        replies_at_nic=3))
+    echo = result_from_tally(ProbeTally("node2", "192.168.77.12", "echo", sent=3, answered=3,
+                                        replies_at_nic=3, replies_dropped_here=3))
+    assert (echo.sent, echo.answered) == (3, 3)  # answered = reached this node, like `seen`
     assert "3 replies reached this node's NIC but not its stack" in echo.error
-    res = _results(echo=0, mtu=0)
+    res = _results()
     res["echo"] = echo
     assert "this node drops them: check this node's host firewall" in \
         classify_peer_path("node2", res, {})
     ok = result_from_tally(ProbeTally("node2", "192.168.77.12", "echo", sent=3, answered=3,
-                                      replies_at_nic=3))
+                                      replies_at_nic=3, replies_in_stack=3))
     assert ok.error == ""

@@ -149,9 +149,9 @@ class Capture:
 class ReplyListener:
     """A raw ICMP socket (with a BPF filter: echo replies carrying our marker) that receives
     the peer kernels' replies to our echo/MTU probes *after* this node's own stack accepted
-    them: decapsulated by our VXLAN device, through our firewall and rp_filter. So an answered
-    echo proves the overlay path both ways, on both nodes. (The underlay capture sees the same
-    reply earlier, at the NIC: seen there but not here = this node drops it.)"""
+    them: decapsulated by our VXLAN device, through our firewall and rp_filter. The underlay
+    capture sees the same reply earlier, at the NIC: seen there but never here = this node
+    drops it (reported in the probe's `error`)."""
 
     def __init__(self, node_name: str, on_reply: StackReplyHandler,
                  snaplen: int = CAPTURE_SNAPLEN_BYTES) -> None:

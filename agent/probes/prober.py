@@ -43,6 +43,9 @@ DEFAULT_OVERLAY_MTU = 1450
 class _Outstanding:
     tally: ProbeTally
     send_ns: int
+    #: echo/mtu: when the reply reached our NIC (underlay capture) and our stack (listener).
+    nic_ns: int = 0
+    stack_ns: int = 0
 
 
 @dataclass
@@ -217,6 +220,7 @@ class Prober:
                 attempt.sock.close()
             sel.close()
             with self._lock:
+                self._settle_echoes()
                 self._outstanding.clear()
         seen = seen_counts(self.seen.take())
         return results_from_tallies(tallies), seen
@@ -230,6 +234,9 @@ class Prober:
     def _send_one(self, peer: Peer, t: ProbeTally, sel: selectors.BaseSelector,
                   udp_pending: dict[int, _Outstanding],
                   tcp_pending: list[_TcpAttempt]) -> None:
+        if ":" in peer.underlay_ip:
+            t.errors.append(f"{t.kind}: IPv6 underlay addresses are not probed yet")
+            return
         seq = self._next_seq()
         now_ns = time.monotonic_ns()
         marker = build_marker(t.kind, seq, now_ns, self.node_name)
@@ -297,8 +304,32 @@ class Prober:
     # --- answers -------------------------------------------------------------------------------
 
     def _waiting_echoes(self) -> bool:
+        """Some echo reply has not arrived yet where we can see it (NIC and stack)."""
         with self._lock:
-            return bool(self._outstanding)
+            return any((self.capture is not None and not out.nic_ns)
+                       or (self.listener is not None and not out.stack_ns)
+                       for out in self._outstanding.values())
+
+    def _settle_echoes(self) -> None:
+        """Echo/MTU answers at the end of a round (lock held). `answered` counts replies that
+        reached this node (its NIC, as the capture sees it; or its stack when there is no
+        capture), the same vantage point as every node's `seen`: the peer's firewall and
+        rp_filter are on the path, this node's own inbound filtering is not (the peers' probes
+        to this node and its `seen` show that). Replies the NIC got but the stack never did
+        are reported in `error` (this node drops them)."""
+        for out in self._outstanding.values():
+            t = out.tally
+            arrived = [ns for ns in (out.nic_ns, out.stack_ns) if ns]
+            if not arrived:
+                continue
+            t.answered = (t.answered or 0) + 1
+            t.rtts_ms.append((min(arrived) - out.send_ns) / 1e6)
+            if out.nic_ns:
+                t.replies_at_nic += 1
+            if out.stack_ns:
+                t.replies_in_stack += 1
+            elif self.listener is not None:
+                t.replies_dropped_here += 1
 
     def _service(self, sel: selectors.BaseSelector, udp_pending: dict[int, _Outstanding],
                  tcp_pending: list[_TcpAttempt], timeout: float) -> None:
@@ -345,18 +376,16 @@ class Prober:
         marker = probe.frame.marker
         with self._lock:
             out = self._outstanding.get((marker.kind, marker.seq))
-            if out is not None:
-                out.tally.replies_at_nic += 1
+            if out is not None and not out.nic_ns:
+                out.nic_ns = recv_ns
 
     def _on_stack_reply(self, frame: ProbeFrame, recv_ns: int) -> None:
-        """Reply-listener thread: the reply made it through our own stack: answered."""
+        """Reply-listener thread: the reply made it through our own stack."""
         marker = frame.marker
         with self._lock:
-            out = self._outstanding.pop((marker.kind, marker.seq), None)
-            if out is None:
-                return
-            out.tally.answered = (out.tally.answered or 0) + 1
-            out.tally.rtts_ms.append((recv_ns - out.send_ns) / 1e6)
+            out = self._outstanding.get((marker.kind, marker.seq))
+            if out is not None and not out.stack_ns:
+                out.stack_ns = recv_ns
 
 
 def _device_holding(ip: str) -> str:

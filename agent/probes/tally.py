@@ -24,9 +24,11 @@ class ProbeTally:
     answered: int | None = 0
     rtts_ms: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
-    #: echo/mtu: replies the underlay capture saw reach this node's NIC (answered counts only
-    #: those that also made it through this node's own stack).
+    #: echo/mtu: replies seen at this node's NIC (underlay capture), in its stack (the ICMP
+    #: listener), and seen at the NIC but never in the stack (this node dropped them).
     replies_at_nic: int = 0
+    replies_in_stack: int = 0
+    replies_dropped_here: int = 0
 
 
 def rtt_stats(rtts_ms: Iterable[float]) -> RttStats | None:
@@ -40,8 +42,8 @@ def rtt_stats(rtts_ms: Iterable[float]) -> RttStats | None:
 
 def result_from_tally(t: ProbeTally) -> ProbeResult:
     errors = list(dict.fromkeys(t.errors))  # distinct, in order
-    if t.kind in ("echo", "mtu") and t.replies_at_nic > (t.answered or 0):
-        errors.append(f"{t.replies_at_nic - (t.answered or 0)} replies {NIC_DROP_PHRASE}: "
+    if t.kind in ("echo", "mtu") and t.replies_dropped_here:
+        errors.append(f"{t.replies_dropped_here} replies {NIC_DROP_PHRASE}: "
                       "this node drops them (host firewall on the VXLAN port, rp_filter)")
     error = "; ".join(errors)
     if len(error) > ERROR_MAX_CHARS:

@@ -51,6 +51,10 @@ def classify_peer_path(peer: str, results: Mapping[str, ProbeResult],
             and st["tcp-control"] != "n/a":
         return (f"nothing comes back from {peer} (VXLAN, UDP, TCP): {peer} is down or cut "
                 f"off from this node entirely")
+    if any(NIC_DROP_PHRASE in results[k].error for k in ("echo", "mtu") if k in results):
+        return (f"{peer} answers our VXLAN echoes and the replies reach this node's NIC, but "
+                f"this node drops them: check this node's host firewall for its VXLAN port "
+                f"(and rp_filter on the VXLAN device)")
     if st["echo"] == "ok":
         if st["mtu"] == "lost":
             size = f"{mtu}-byte" if mtu else "full-size"
@@ -60,10 +64,6 @@ def classify_peer_path(peer: str, results: Mapping[str, ProbeResult],
         if st["mtu"] == "partial":
             return f"full-size VXLAN packets to {peer} are partly lost (MTU or congestion)"
         return f"VXLAN to {peer} and back works (the peer's kernel answered our echoes)"
-    if st["echo"] in ("lost", "partial") and NIC_DROP_PHRASE in results["echo"].error:
-        return (f"{peer} answers our VXLAN echoes and the replies reach this node's NIC, but "
-                f"this node drops them: check this node's host firewall for its VXLAN port "
-                f"(and rp_filter on the VXLAN device)")
     if st["echo"] in ("lost", "partial"):
         some = "some" if st["echo"] == "partial" else "all"
         if st["udp-control"] == "lost" and tcp_up:
