@@ -145,7 +145,8 @@ def test_stale_uses_received_time_when_given() -> None:
 
 
 def test_cilium_style_wire_only_node_fabric_drop() -> None:
-    sim = simulate(nodes(5), wire_only=nodes(5), lost=lambda s, t: {"wire"} if t == "node2" else set())
+    sim = simulate(nodes(5), wire_only=nodes(5),
+                   lost=lambda s, t: {"wire"} if t == "node2" else set())
     diags = correlate(sim.latest, sim.now, sim.history)
     assert _ids(diags) == [("overlay.node-inbound-blocked", ("node2",))]
     assert "never saw" in diags[0].evidence

@@ -1,4 +1,5 @@
-"""explain_timeline: "node2's INPUT rules changed at 10:02; VXLAN from all peers failed from 10:03"."""
+"""explain_timeline: "node2's INPUT rules changed at 10:02; VXLAN from all peers failed from
+10:03"."""
 
 from collector.correlate import correlate, explain_timeline
 from collector.correlate.timeline import format_time
@@ -21,7 +22,8 @@ def test_fact_change_then_failure_onset() -> None:
             if d.id == "overlay.node-inbound-blocked"][0]
     lines = explain_timeline(sim.history, diag)
     assert lines[0] == "10:02:00 node2's iptables_input_digest changed None -> 'sha256:bb'"
-    assert lines[1] == "10:03:00 overlay probes to node2 failing from node1, node3, node4 (since 10:03:00)"
+    assert lines[1] == ("10:03:00 overlay probes to node2 failing from node1, node3, node4 "
+                        "(since 10:03:00)")
     assert lines[-1] == "node2's iptables_input_digest changed 60 s before the failures began"
 
 

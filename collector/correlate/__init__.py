@@ -81,7 +81,7 @@ def correlate_with_matrix(reports: Mapping[str, ReportLike] | Sequence[ReportLik
                              config.default_interval_s)
     stale_set = frozenset(ages)
     live = {n: d for n, d in digests.items() if n not in stale_set}
-    matrix = build_matrix(digests, history, exclude=stale_set)
+    matrix = build_matrix(digests, history, exclude=stale_set, min_senders=config.min_senders)
     view = ClusterView(now=now, config=config, digests=digests, live=live, stale=stale_set,
                        matrix=matrix, history=history or {},
                        unhealthy=tuple(d for d in live.values() if d.unhealthy))
@@ -91,7 +91,7 @@ def correlate_with_matrix(reports: Mapping[str, ReportLike] | Sequence[ReportLik
         nonlocal view
         out.extend(res.diagnoses)
         view = replace(view, explained=view.explained | res.explains,
-                       blamed=view.blamed | res.blames)
+                       blamed=view.blamed | res.blames, memo={})
 
     absorb(stale.evaluate(view, ages))
     for rule in _OVERLAY_RULES:

@@ -18,7 +18,9 @@ from agent.report import Diagnosis, Severity
 from collector.correlate.model import NodeDigest, PairStatus, ReachabilityMatrix, ReportLike
 
 #: Evidence lists are cut after this many lines (the rest is counted).
-EVIDENCE_MAX_LINES = 12
+EVIDENCE_MAX_LINES = 16
+#: Failing pairs described one by one per list (the rest are counted).
+EVIDENCE_PAIRS_MAX = 8
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,8 @@ class ClusterView:
     blamed: frozenset[str] = frozenset()
     #: live agents that report themselves unhealthy (their probes are not evidence)
     unhealthy: tuple[NodeDigest, ...] = ()
+    #: memo of round_failures(k) for this view (a new view gets a new, empty one)
+    memo: dict = field(default_factory=dict, compare=False, repr=False)
 
     def trusted(self, sender: str) -> bool:
         d = self.live.get(sender)
@@ -102,12 +106,19 @@ class ClusterView:
     def round_failures(self, k: int) -> list[PairStatus]:
         """Round k's failing pairs (0 = latest, unconfirmed) from trusted live senders, not
         explained by an earlier diagnosis, sorted."""
+        if k in self.memo:
+            return self.memo[k]
         rounds = self.matrix.rounds
         if k >= len(rounds):
             return []
-        out = [st for key, st in rounds[k].failures.items()
-               if key not in self.explained and self.trusted(st.sender)]
-        out.sort(key=lambda st: (st.sender, st.target))
+        explained = self.explained
+        if self.unhealthy or len(self.live) != len(self.digests):
+            out = [st for key, st in rounds[k].failures.items()
+                   if key not in explained and self.trusted(st.sender)]
+        else:
+            out = [st for key, st in rounds[k].failures.items() if key not in explained]
+        out.sort()
+        self.memo[k] = out
         return out
 
     def rounds_to_confirm(self) -> int:
@@ -139,6 +150,14 @@ def cap_lines(lines: list[str], limit: int = EVIDENCE_MAX_LINES) -> str:
     if len(lines) > limit:
         lines = lines[:limit] + [f"... and {len(lines) - limit} more"]
     return "\n".join(lines)
+
+
+def pair_lines(pairs: Sequence[PairStatus], limit: int = EVIDENCE_PAIRS_MAX) -> list[str]:
+    """Evidence lines for failing pairs: the first `limit` described, the rest counted."""
+    lines = [st.describe() for st in pairs[:limit]]
+    if len(pairs) > limit:
+        lines.append(f"... and {len(pairs) - limit} more failing pairs")
+    return lines
 
 
 def name_list(names: Iterable[str], limit: int = 5) -> str:

@@ -51,9 +51,9 @@ def evaluate(view: ClusterView) -> RuleResult:
                          f"{counts[major[0]]} of {len(values)} nodes use {major[0]}")
             else:
                 wrong = sorted(values)
+                split = ", ".join(f"{v}: {c} nodes" for v, c in counts.most_common())
                 title = (f"VXLAN {label} of {dev_name} differs between nodes and no value has "
-                         f"a majority ({', '.join(f'{v}: {c} nodes' for v, c in counts.most_common())})"
-                         f": cannot tell which side is wrong")
+                         f"a majority ({split}): cannot tell which side is wrong")
             evidence = [f"{n}: {dev_name} {attr} {values[n]}" for n in sorted(values)]
             acc.diagnoses.append(diagnosis("overlay.config-mismatch", severity, wrong, title,
                                            evidence, FIX.format(what=label, dev=dev_name,

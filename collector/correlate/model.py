@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from itertools import chain
-from typing import Any, Iterable, Mapping, Sequence, Union
+from typing import Any, Iterable, Mapping, NamedTuple, Sequence, Union
 
 from agent.report import NodeReport, Severity
 
@@ -179,15 +179,16 @@ def previous_rounds(latest: NodeDigest, history: Sequence[ReportLike] | None
     """The node's earlier rounds, newest first, excluding the latest (matched by time)."""
     if not history:
         return []
-    out = [as_digest(h) for h in history]
-    out = [d for d in out if d.collected_at < latest.collected_at]
-    out.sort(key=lambda d: d.collected_at, reverse=True)
+    at = latest.collected_at
+    out = [d for d in map(as_digest, history) if d.collected_at < at]
+    if len(out) > 1:
+        out.sort(key=lambda d: d.collected_at, reverse=True)
     return out
 
 
-@dataclass(frozen=True)
-class PairStatus:
-    """A probed pair where at least one kind lost every probe in one round."""
+class PairStatus(NamedTuple):
+    """A probed pair where at least one kind lost every probe in one round. (A NamedTuple:
+    tens of thousands are made when a partition fails half the pairs; sorts by pair.)"""
 
     sender: str
     target: str
@@ -309,24 +310,51 @@ def _pair_status(sender: NodeDigest, target_name: str, target: NodeDigest | None
 
 
 def _round_failures(senders: Iterable[NodeDigest], targets: Mapping[str, NodeDigest],
-                    only: frozenset[str] | None
+                    only: frozenset[str] | None,
+                    pairs: Mapping[str, frozenset[str]] | None = None,
                     ) -> tuple[dict, Counter | None, dict | None, set | None]:
-    """Failures of one round. `only`: restrict to pairs touching these nodes (None: all, and
-    no probed counts are returned: the caller counts them)."""
+    """Failures of one round. `only`: restrict to pairs touching these nodes, plus the
+    sender -> targets in `pairs` (None: every pair, and no probed counts are returned: the
+    caller counts them)."""
     senders = list(senders)
     failures: dict[tuple[str, str], PairStatus] = {}
     probed_in: Counter | None = None
     probed_out: dict[str, int] | None = None
     probed: set[tuple[str, str]] | None = None
     if only is not None:
-        probed_in, probed_out, probed = Counter(), {}, set()
+        # earlier rounds: walk only the pairs that touch a candidate node
+        probed_out, probed = {}, set()
+        counted: list[str] = []
+        pairs = pairs or {}
         for s in senders:
-            relevant = s.targets if s.name in only else s.targets & only
-            if relevant:
-                probed_in.update(relevant)
-                probed_out[s.name] = len(s.targets)
-                probed.update((s.name, t) for t in relevant)
-    # wire probes sent minus those the targets' captures saw = never arrived
+            name = s.name
+            if name in only:
+                relevant = s.targets
+            else:
+                relevant = s.targets & only
+                extra = pairs.get(name)
+                if extra:
+                    relevant = relevant | (s.targets & extra)
+            if not relevant:
+                continue
+            counted.extend(relevant)
+            probed_out[name] = len(s.targets)
+            for t in relevant:
+                probed.add((name, t))
+                if t in s.lost:
+                    pass
+                elif t in s.wire_sent:
+                    td = targets.get(t)
+                    if td is None or not td.captures or name in td.seen_wire:
+                        continue
+                else:
+                    continue
+                st = _pair_status(s, t, targets.get(t))
+                if st is not None:
+                    failures[(name, t)] = st
+        return failures, Counter(counted), probed_out, probed
+    # the latest round, every pair: wire probes sent minus those the targets' captures saw
+    # = never arrived (two C-level set operations instead of a Python loop per pair)
     sent = set().union(*(d.wire_pairs for d in senders))
     sent -= set().union(*(d.seen_pairs for d in targets.values()))
     suspects: set[tuple[str, str]] = set()
@@ -340,8 +368,6 @@ def _round_failures(senders: Iterable[NodeDigest], targets: Mapping[str, NodeDig
         for t in s.lost:
             suspects.add((s.name, t))
     for s_name, t in suspects:
-        if only is not None and s_name not in only and t not in only:
-            continue
         st = _pair_status(by_name[s_name], t, targets.get(t))
         if st is not None:
             failures[(s_name, t)] = st
@@ -350,11 +376,14 @@ def _round_failures(senders: Iterable[NodeDigest], targets: Mapping[str, NodeDig
 
 def build_matrix(reports: Mapping[str, ReportLike] | Sequence[ReportLike],
                  history: Mapping[str, Sequence[ReportLike]] | None = None,
-                 exclude: Iterable[str] = (), max_rounds_back: int = MAX_ROUNDS_BACK
-                 ) -> ReachabilityMatrix:
+                 exclude: Iterable[str] = (), max_rounds_back: int = MAX_ROUNDS_BACK,
+                 min_senders: int = 2) -> ReachabilityMatrix:
     """The reachability matrix of the latest round; earlier rounds from `history` (per node,
     its recent reports, any order; the latest may be included) for the nodes involved in a
-    failure, so rules can ask "did this hold in the previous round too?".
+    failure, so rules can ask "did this hold in the previous round too?". Earlier rounds are
+    computed in full only around nodes with >= `min_senders` failing pairs in the latest round
+    (the only nodes a node-level rule can blame) and, for every other failing pair, for that
+    pair alone (its round count).
 
     Nodes in `exclude` (stale agents) are neither senders nor capture witnesses: their data is
     old. Probes *to* them still appear (the stale rule explains them)."""
@@ -363,14 +392,23 @@ def build_matrix(reports: Mapping[str, ReportLike] | Sequence[ReportLike],
     live = {n: d for n, d in digests.items() if n not in excluded}
     probed_out = {n: len(d.targets) for n, d in live.items()}
     latest, _, _, _ = _round_failures(live.values(), live, None)
-    candidates = frozenset(chain.from_iterable(latest))
-    # how many senders probed each candidate (the only targets a rule asks about)
-    probed_in: Counter = Counter()
-    if candidates:
+    touched = frozenset(chain.from_iterable(latest))
+    # how many senders probed each node of a failing pair (the only targets rules ask about)
+    counted: list[str] = []
+    if touched:
         for d in live.values():
-            hit = d.targets & candidates
+            hit = d.targets & touched
             if hit:
-                probed_in.update(hit)
+                counted.extend(hit)
+    probed_in = Counter(counted)
+    n_in = Counter(t for _, t in latest)
+    n_out = Counter(s for s, _ in latest)
+    candidates = frozenset(n for n in touched
+                           if n_in[n] >= min_senders or n_out[n] >= min_senders)
+    pair_targets: dict[str, set[str]] = {}
+    for s_name, t in latest:
+        pair_targets.setdefault(s_name, set()).add(t)
+    pairs = {k: frozenset(v) for k, v in pair_targets.items()}
     rounds = [ProbeRound(0, latest, probed_in, probed_out)]
     if latest and history:
         prev: dict[str, list[NodeDigest]] = {}
@@ -382,7 +420,7 @@ def build_matrix(reports: Mapping[str, ReportLike] | Sequence[ReportLike],
         for k in range(depth):
             senders = [p[k] for p in prev.values() if len(p) > k]
             targets = {n: p[k] for n, p in prev.items() if len(p) > k}
-            f, pin, pout, probed = _round_failures(senders, targets, candidates)
+            f, pin, pout, probed = _round_failures(senders, targets, candidates, pairs)
             rounds.append(ProbeRound(k + 1, f, pin, pout, frozenset(probed)))
     failures: dict[tuple[str, str], PairStatus] = {}
     for key, st in latest.items():
@@ -395,7 +433,8 @@ def build_matrix(reports: Mapping[str, ReportLike] | Sequence[ReportLike],
             if not both:
                 break
             confirmed, n = both, n + 1
-        failures[key] = replace(st, rounds=n, confirmed_kinds=confirmed)
+        failures[key] = st if n == 1 else PairStatus(
+            st.sender, st.target, st.kinds, n, confirmed, st.wire_seen, st.wire_sent, st.tcp_ok)
     rounds[0] = replace(rounds[0], failures=failures)
     return ReachabilityMatrix(
         nodes=tuple(sorted(digests)), failures=failures, probed_in=probed_in,

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from agent.report import Severity
 from collector.correlate.base import (ClusterView, RuleResult, _Acc, diagnosis, name_list,
-                                      plural, vxlan_dev, vxlan_port)
+                                      pair_lines, plural, vxlan_dev, vxlan_port)
 from collector.correlate.model import PATH_KINDS, PairStatus
 
 FABRIC_FIX = ("Open UDP {port} (VXLAN) inbound to {node} from the other nodes: compare "
@@ -113,8 +113,8 @@ def evaluate(view: ClusterView) -> RuleResult:
             title = (f"{x} is cut off from the overlay: {len(ins)} of "
                      f"{view.trusted_probers(x)} peers cannot reach it, it cannot reach "
                      f"{len(outs)} of {view.probed_out(x)} targets")
-            evidence += [f"inbound: {why}"] + [st.describe() for st in ins]
-            evidence += ["outbound:"] + [st.describe() for st in outs]
+            evidence += [f"inbound: {why}"] + pair_lines(ins)
+            evidence += ["outbound:"] + pair_lines(outs)
             acc.diagnoses.append(diagnosis("overlay.node-isolated", Severity.ERROR, (x,), title,
                                            evidence, ISOLATED_FIX.format(node=x, port=port,
                                                                           dev=dev)))
@@ -132,7 +132,7 @@ def evaluate(view: ClusterView) -> RuleResult:
             if tcp_ok:
                 evidence.append(f"TCP to {x}'s agent port works from "
                                 f"{plural(len(tcp_ok), 'peer')}: {x} is up")
-            evidence += [st.describe() for st in ins]
+            evidence += pair_lines(ins)
             fix = {"fabric": FABRIC_FIX, "host": HOST_FIX}.get(where, FABRIC_FIX + " " + HOST_FIX)
             acc.diagnoses.append(diagnosis("overlay.node-inbound-blocked", Severity.ERROR, (x,),
                                            title, evidence,
@@ -148,7 +148,7 @@ def evaluate(view: ClusterView) -> RuleResult:
             elif any(st.wire_seen for st in outs):
                 evidence.append(f"targets saw {x}'s packets arrive; their answers do not "
                                 f"come back to {x} (return path, {x}'s rp_filter/firewall)")
-            evidence += [st.describe() for st in outs]
+            evidence += pair_lines(outs)
             acc.diagnoses.append(diagnosis("overlay.node-outbound-blocked", Severity.ERROR,
                                            (x,), title, evidence,
                                            OUTBOUND_FIX.format(node=x, port=port, dev=dev)))

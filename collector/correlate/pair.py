@@ -9,7 +9,8 @@ Reported pair by pair up to `max_pair_diagnoses`, then summarised in one more di
 from __future__ import annotations
 
 from agent.report import Severity
-from collector.correlate.base import ClusterView, RuleResult, _Acc, diagnosis, plural
+from collector.correlate.base import (ClusterView, RuleResult, _Acc, diagnosis, pair_lines,
+                                      plural)
 from collector.correlate.model import PATH_KINDS, PairStatus
 
 FIX = ("Compare the path between {s} and {t}: `ip route get {t_ip}` on {s}, security group / "
@@ -62,7 +63,7 @@ def evaluate(view: ClusterView) -> RuleResult:
             "overlay.pair-failure", Severity.WARNING,
             sorted({st.sender for st in more} | {st.target for st in more}),
             f"{len(more)} more failing pairs (not attributable to a node)",
-            [st.describe() for st in more], FIX.format(s="each sender", t="its target",
+            pair_lines(more), FIX.format(s="each sender", t="its target",
                                                        t_ip="<target IP>", dev="<vxlan dev>")))
     acc.explains.update((st.sender, st.target) for st in pairs)
     return acc.result()

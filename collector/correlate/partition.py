@@ -16,7 +16,7 @@ import math
 
 from agent.report import Severity
 from collector.correlate.base import (ClusterView, RuleResult, _Acc, diagnosis, name_list,
-                                      vxlan_port)
+                                      pair_lines, vxlan_port)
 from collector.correlate.model import PATH_KINDS
 
 FIX = ("Allow overlay traffic between the groups: UDP {port} (VXLAN) in both directions "
@@ -96,7 +96,7 @@ def evaluate(view: ClusterView) -> RuleResult:
     evidence = [f"groups: {sizes}",
                 f"{len(across)} probed pairs across the groups fail and none across works; "
                 f"inside each group the probes work", where]
-    evidence += [st.describe() for st in across]
+    evidence += pair_lines(across)
     acc.diagnoses.append(diagnosis("overlay.partition", Severity.ERROR, nodes, title, evidence,
                                    FIX.format(port=vxlan_port(view.live.get(nodes[0])))))
     acc.blames.update(nodes)

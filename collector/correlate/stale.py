@@ -9,7 +9,8 @@ or cut off, which makes the diagnosis an error.
 from __future__ import annotations
 
 from agent.report import Severity
-from collector.correlate.base import ClusterView, RuleResult, _Acc, diagnosis, name_list
+from collector.correlate.base import (ClusterView, RuleResult, _Acc, diagnosis, name_list,
+                                      pair_lines)
 from collector.correlate.model import NodeDigest
 
 REMEDIATION = ("Check the node and its agent: `kubectl get node {node}` (Ready?), "
@@ -46,7 +47,7 @@ def evaluate(view: ClusterView, ages: dict[str, float]) -> RuleResult:
         if in_fail:
             evidence.append(f"live peers' probes to {name} fail: "
                             f"{name_list({st.sender for st in in_fail})}")
-            evidence += [st.describe() for st in in_fail]
+            evidence += pair_lines(in_fail)
         if tcp_fail:
             severity = Severity.ERROR
             title += "; peers cannot reach it either (node down or cut off)"

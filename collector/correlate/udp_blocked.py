@@ -19,12 +19,12 @@ from __future__ import annotations
 from agent.report import Severity
 from agent.ports import AGENT_PORT
 from collector.correlate.base import (ClusterView, RuleResult, _Acc, diagnosis, name_list,
-                                      vxlan_port)
+                                      pair_lines, vxlan_port)
 from collector.correlate.model import PATH_KINDS, PairStatus
 
-FIX = ("Allow UDP between the nodes: add rules for UDP {port} (VXLAN) and UDP {agent_port} (netdiag "
-       "agent) — or all UDP — from the node security group to {scope} (security group / "
-       "network ACL / firewall between node groups). TCP already passes, so the node is up; "
+FIX = ("Allow UDP between the nodes: add rules for UDP {port} (VXLAN) and UDP {agent_port} "
+       "(netdiag agent) — or all UDP — from the node security group to {scope} (security "
+       "group / network ACL / firewall between node groups). TCP already passes, so the node is up; "
        "only UDP is filtered. Alternatively run the CNI in direct-routing mode instead of "
        "VXLAN where the underlay allows it.")
 
@@ -86,7 +86,7 @@ def evaluate(view: ClusterView) -> RuleResult:
                  f"{view.matrix.pairs_probed} probed pairs lose VXLAN and UDP control probes")
         evidence = [f"nodes involved: {name_list(involved, 10)}",
                     "TCP connect to each peer's agent port succeeds: the nodes are up"]
-        evidence += [st.describe() for st in pairs]
+        evidence += pair_lines(pairs)
         acc.diagnoses.append(diagnosis("overlay.udp-blocked", Severity.ERROR, involved, title,
                                        evidence, FIX.format(agent_port=AGENT_PORT, port=port,
                                                             scope="every node")))
@@ -100,7 +100,7 @@ def evaluate(view: ClusterView) -> RuleResult:
             title = (f"UDP to {x} is dropped (TCP works): {len(fails)} of "
                      f"{view.trusted_probers(x)} peers lose VXLAN and UDP control probes")
             evidence = [f"TCP to {x}'s agent port works: {x} is up; UDP (VXLAN and "
-                        f"control) never gets through"] + [st.describe() for st in fails]
+                        f"control) never gets through"] + pair_lines(fails)
             acc.diagnoses.append(diagnosis(
                 "overlay.udp-blocked", Severity.ERROR, (x,), title, evidence,
                 FIX.format(agent_port=AGENT_PORT, port=vxlan_port(view.live.get(x)), scope=x)))
@@ -113,7 +113,7 @@ def evaluate(view: ClusterView) -> RuleResult:
             title = (f"UDP from {x} is dropped (TCP works): {len(fails)} of "
                      f"{view.probed_out(x)} targets lose its VXLAN and UDP control probes")
             evidence = [f"TCP from {x} to its targets works; UDP does not"]
-            evidence += [st.describe() for st in fails]
+            evidence += pair_lines(fails)
             acc.diagnoses.append(diagnosis(
                 "overlay.udp-blocked", Severity.ERROR, (x,), title, evidence,
                 FIX.format(agent_port=AGENT_PORT, port=vxlan_port(view.live.get(x)),
