@@ -189,6 +189,8 @@ def _leftovers(run_id: str) -> list[str]:
                                         text=True).stdout.splitlines() if run_id in n]
     if (cluster.STATE_DIR / f"{run_id}.json").exists():
         names.append("state file")
+    if (cluster.STATE_DIR / run_id).exists():
+        names.append("host-root directory")
     return names
 
 

@@ -55,7 +55,8 @@ def _hints(lab: Lab) -> str:
         f"run id: {lab.run_id}",
         f"exec into a node:  ip netns exec {n1.ns_name} bash",
         f"exec into a pod:   ip netns exec {n1.pods[0][0]} bash",
-        f"check a node:      ip netns exec {n1.ns_name} netdiag check --node-name {n1.name}",
+        f"check a node:      ip netns exec {n1.ns_name} netdiag check --node-name {n1.name} "
+        f"--host-root {lab.host_root(n1.name)}",
         f"break it:          python -m tests.lab inject {lab.run_id} "
         "fabric-drop-udp-8472-in:node2",
         f"remove it:         python -m tests.lab down {lab.run_id}",
@@ -72,6 +73,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     except LabError:
         lab.down()
         raise
+    for n in lab.nodes:
+        lab.host_root(n.name)          # each node's /etc/cni, /opt/cni/bin for --host-root
     print(lab.table())
     print(f"\nbuilt {len(lab.nodes)} nodes in {lab.build_s:.2f}s")
     for name, nodes in args.fault:
