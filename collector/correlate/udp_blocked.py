@@ -24,9 +24,9 @@ from collector.correlate.model import PATH_KINDS, PairStatus
 
 FIX = ("Allow UDP between the nodes: add rules for UDP {port} (VXLAN) and UDP {agent_port} "
        "(netdiag agent) — or all UDP — from the node security group to {scope} (security "
-       "group / network ACL / firewall between node groups). TCP already passes, so the node is up; "
-       "only UDP is filtered. Alternatively run the CNI in direct-routing mode instead of "
-       "VXLAN where the underlay allows it.")
+       "group / network ACL / firewall between node groups). TCP already passes, so the node is "
+       "up; only UDP is filtered. Alternatively run the CNI in direct-routing mode instead "
+       "of VXLAN where the underlay allows it.")
 
 
 def _udp_only(view: ClusterView, k: int) -> list[PairStatus]:
