@@ -24,6 +24,7 @@ import hashlib
 import hmac
 import json
 import logging
+import sys
 import time
 from collections import deque
 from dataclasses import dataclass, field, replace
@@ -53,6 +54,8 @@ VIEW_MAX_AGE_S = 2.0
 CORRELATE_PERIOD_S = 1.0
 PRUNE_PERIOD_S = 300.0
 PEERS_VERSION_HEADER = "X-Netdiag-Peers-Version"
+#: The peer list is re-encoded at most once per this many times its encoding took.
+PEERS_REBUILD_FACTOR = 10.0
 
 
 @dataclass(frozen=True)
@@ -96,17 +99,20 @@ class NodeEntry:
 
 
 @dataclass
-class ReportView:
-    """One correlation result, cached until the state changes."""
+class Verdicts:
+    """One correlation of the whole cluster, cached until the state changes or it ages."""
 
     version: int
     computed_at: float
-    received_at: Mapping[str, float]
-    diagnoses: tuple[Diagnosis, ...]
-    findings: tuple[Finding, ...]
-    json_doc: dict[str, Any]
-    text: str
+    #: collector.render.ReportState: diagnoses, matrix, timelines, the latest reports
+    report_state: Any
     duration_s: float = 0.0
+    #: rendered forms ("json" / "text"), made on demand from this correlation
+    rendered: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def diagnoses(self) -> tuple[Diagnosis, ...]:
+        return tuple(self.report_state.diagnoses)
 
 
 @dataclass
@@ -118,15 +124,31 @@ class CollectorState:
     version: int = 0
     peers_version: str = ""
     peers_body: bytes = b""
-    view: ReportView | None = None
+    verdicts: Verdicts | None = None
     open_since: dict[str, float] = field(default_factory=dict)
-    view_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    verdict_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    render_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    peers_dirty: bool = True
+    peers_built_at: float = 0.0
+    peers_build_s: float = 0.0
 
     def rebuild_peers(self) -> None:
+        started = time.perf_counter()
         peers = [self.nodes[n].peer for n in sorted(self.nodes)]
         body = json.dumps(peers, separators=(",", ":"), sort_keys=True).encode()
         self.peers_version = hashlib.blake2b(body, digest_size=8).hexdigest()
         self.peers_body = body
+        self.peers_dirty = False
+        self.peers_built_at = time.monotonic()
+        self.peers_build_s = time.perf_counter() - started
+
+    def fresh_peers(self, force: bool = False) -> None:
+        """Rebuild the encoded peer list when it changed, but (unless forced) spend at most
+        ~10% of the time on it: when 5,000 agents join at once, answers may lag a few
+        milliseconds behind instead of rebuilding the whole list for every new node."""
+        if self.peers_dirty and (force or time.monotonic() - self.peers_built_at
+                                 >= PEERS_REBUILD_FACTOR * self.peers_build_s):
+            self.rebuild_peers()
 
 
 STATE = web.AppKey("state", CollectorState)
@@ -175,6 +197,27 @@ def diff_open(previous: Mapping[str, float], current: Iterable[Diagnosis],
     return open_now, events
 
 
+def intern_strings(data: Any) -> Any:
+    """Share the strings that repeat across thousands of reports (peer names and addresses,
+    probe kinds): the digests index by them, and 5,000 nodes x 3 rounds x 16 peers of private
+    copies cost tens of MB. Cheap (a few microseconds) and leaves garbage untouched."""
+    if not isinstance(data, dict):
+        return data
+    for key in ("probes", "seen"):
+        items = data.get(key)
+        if isinstance(items, list):
+            for item in items:
+                if isinstance(item, dict):
+                    for k in ("peer", "peer_ip", "kind"):
+                        v = item.get(k)
+                        if type(v) is str:
+                            item[k] = sys.intern(v)
+    node = data.get("node")
+    if isinstance(node, dict) and type(node.get("name")) is str:
+        node["name"] = sys.intern(node["name"])
+    return data
+
+
 def _json_error(status: int, message: str, field_path: str | None = None,
                 headers: Mapping[str, str] | None = None) -> web.Response:
     body: dict[str, Any] = {"error": message}
@@ -203,61 +246,71 @@ def strip_report(item: Any) -> Any:
                                            interval_s=r.interval_s))
 
 
-def compute_view(version: int, entries: list[tuple[str, float, list[Any]]], now: float,
-                 open_since: Mapping[str, float], timeline: Mapping[str, Any]) -> ReportView:
-    """Runs off the event loop: correlate the nodes' recent rounds and render both forms."""
-    started = time.perf_counter()
+def correlate_entries(entries: list[tuple[str, float, list[Any]]], now: float) -> Any:
+    """Runs off the event loop: the nodes' recent rounds -> collector.render.ReportState."""
     latest = {name: rounds[-1] for name, _, rounds in entries}
     history = {name: rounds for name, _, rounds in entries}
     received = {name: at for name, at, _ in entries}
-    state = build_report_state(latest, now, history=history, received_at=received)
-    findings = tuple(f for d in latest.values() for f in report_of(d).findings)
-    doc = render_report_json(state)
-    doc["timeline"] = dict(timeline)
-    text = render_report_text(state)
+    return build_report_state(latest, now, history=history, received_at=received)
+
+
+def render_json(report_state: Any, open_since: Mapping[str, float],
+                timeline: Mapping[str, Any]) -> dict[str, Any]:
+    doc = render_report_json(report_state)
     # "since when": each diagnosis carries when it first appeared (kept across restarts).
-    for d_doc, d in zip(doc.get("diagnoses", ()), state.diagnoses):
+    for d_doc, d in zip(doc.get("diagnoses", ()), report_state.diagnoses):
         if isinstance(d_doc, dict):
-            d_doc.setdefault("since", open_since.get(diagnosis_key(d), now))
-    return ReportView(version, now, received, tuple(state.diagnoses), findings, doc, text,
-                      time.perf_counter() - started)
+            d_doc["since"] = open_since.get(diagnosis_key(d), report_state.generated_at)
+    doc["timeline"] = dict(timeline)
+    return doc
 
 
-async def current_view(state: CollectorState) -> ReportView:
-    """The cached view, recomputed when the state changed or it aged (staleness is timed)."""
-    async with state.view_lock:
+async def current_verdicts(state: CollectorState) -> Verdicts:
+    """The cached correlation, redone when the state changed or it aged (staleness is timed);
+    records the diagnoses that appeared or cleared and updates the verdict metrics."""
+    async with state.verdict_lock:
         now = state.config.clock()
-        view = state.view
-        max_age = max(VIEW_MAX_AGE_S, 2 * view.duration_s) if view else 0.0
-        if view is not None and view.version == state.version and now - view.computed_at < max_age:
-            return view
+        v = state.verdicts
+        max_age = max(VIEW_MAX_AGE_S, 2 * v.duration_s) if v else 0.0
+        if v is not None and v.version == state.version and now - v.computed_at < max_age:
+            return v
         version = state.version
         entries = [(e.name, e.received_at, list(e.rounds)) for e in state.nodes.values()]
         worst = {e.name: e.worst for e in state.nodes.values()}
-        store = state.store.store
-        transitions = await state.store.call(store.transitions, 50)
-        changes = await state.store.call(store.fact_changes, 50)
-        timeline = {"transitions": [t.to_dict() for t in transitions], "fact_changes": changes}
         loop = asyncio.get_running_loop()
+        started = time.perf_counter()
         with state.metrics.correlation_seconds.time():
-            view = await loop.run_in_executor(None, compute_view, version, entries, now,
-                                              dict(state.open_since), timeline)
-        state.open_since, events = diff_open(state.open_since, view.diagnoses, now)
+            report_state = await loop.run_in_executor(None, correlate_entries, entries, now)
+        v = Verdicts(version, now, report_state, time.perf_counter() - started)
+        state.open_since, events = diff_open(state.open_since, v.diagnoses, now)
         if events:
-            await state.store.call(store.record_transitions, events)
+            await state.store.call(state.store.store.record_transitions, events)
             for e in events:
                 log.info("diagnosis %s %s%s", e.event, e.diagnosis_id,
                          f" ({', '.join(e.nodes)})" if e.nodes else "")
-            timeline_doc = view.json_doc.get("timeline")
-            if isinstance(timeline_doc, dict):
-                timeline_doc["transitions"] = ([e.to_dict() for e in reversed(events)]
-                                               + list(timeline_doc.get("transitions", ())))[:50]
-            for d_doc, d in zip(view.json_doc.get("diagnoses", ()), view.diagnoses):
-                if isinstance(d_doc, dict):
-                    d_doc["since"] = state.open_since.get(diagnosis_key(d), now)
-        state.metrics.set_verdicts(worst, view.diagnoses)
-        state.view = view
-        return view
+        state.metrics.set_verdicts(worst, v.diagnoses)
+        state.verdicts = v
+        return v
+
+
+async def rendered(state: CollectorState, fmt: str) -> Any:
+    """`/report` in one format ("json" or "text"), rendered once per correlation."""
+    v = await current_verdicts(state)
+    async with state.render_lock:
+        if fmt not in v.rendered:
+            loop = asyncio.get_running_loop()
+            if fmt == "json":
+                store = state.store.store
+                transitions = await state.store.call(store.transitions, 50)
+                changes = await state.store.call(store.fact_changes, 50)
+                timeline = {"transitions": [t.to_dict() for t in transitions],
+                            "fact_changes": changes}
+                v.rendered[fmt] = await loop.run_in_executor(
+                    None, render_json, v.report_state, dict(state.open_since), timeline)
+            else:
+                v.rendered[fmt] = await loop.run_in_executor(None, render_report_text,
+                                                             v.report_state)
+        return v.rendered[fmt]
 
 
 # --- handlers -----------------------------------------------------------------------------------
@@ -287,7 +340,7 @@ async def post_report(request: web.Request) -> web.Response:
         metrics.rejected("too_large")
         return _json_error(413, f"report larger than {config.max_body_bytes} bytes")
     try:
-        data = json.loads(body, parse_constant=_reject_constant)
+        data = intern_strings(json.loads(body, parse_constant=_reject_constant))
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         metrics.rejected("bad_json")
         return _json_error(400, f"invalid JSON: {str(exc)[:200]}", "")
@@ -328,14 +381,18 @@ def _remember(state: CollectorState, report: NodeReport, received_at: float) -> 
         entry = state.nodes[name] = NodeEntry(name, received_at,
                                               deque(maxlen=state.config.recent_per_node),
                                               peer, report.worst)
-    entry.add_round(digest_report(report))
+    # The digest indexes the probes and seen counts; the report it keeps needs neither.
+    d = digest_report(report)
+    entry.add_round(replace(d, report=replace(report, probes=(), seen=())))
     entry.received_at, entry.peer, entry.worst = received_at, peer, report.worst
     state.version += 1
     if changed:
-        state.rebuild_peers()
+        state.peers_dirty = True
 
 
-def _peers_response(state: CollectorState, known_version: str | None) -> web.Response:
+def _peers_response(state: CollectorState, known_version: str | None,
+                    force: bool = False) -> web.Response:
+    state.fresh_peers(force)
     interval = json.dumps(state.config.interval_s)
     if known_version and known_version == state.peers_version:
         peers = b"null"
@@ -348,6 +405,7 @@ def _peers_response(state: CollectorState, known_version: str | None) -> web.Res
 
 async def get_peers(request: web.Request) -> web.Response:
     state = request.app[STATE]
+    state.fresh_peers(force=True)
     etag = f'"{state.peers_version}"'
     if request.headers.get("If-None-Match") == etag:
         return web.Response(status=304, headers={"ETag": etag})
@@ -368,10 +426,12 @@ async def get_report(request: web.Request) -> web.Response:
     fmt = request.query.get("format")
     if fmt not in (None, "json", "text"):
         return _json_error(400, f"format must be json or text, got {fmt!r}")
-    view = await current_view(request.app[STATE])
+    state = request.app[STATE]
     if _wants_json(request):
-        return web.json_response(view.json_doc, dumps=lambda o: json.dumps(o, indent=1))
-    return web.Response(text=view.text, content_type="text/plain", charset="utf-8")
+        doc = await rendered(state, "json")
+        return web.json_response(doc, dumps=lambda o: json.dumps(o, indent=1))
+    text = await rendered(state, "text")
+    return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
 
 async def get_metrics(request: web.Request) -> web.Response:
@@ -399,7 +459,7 @@ async def _on_startup(app: web.Application) -> None:
     rows = await state.store.call(state.store.store.load_recent)
     for name, received_at, blob in rows:
         try:
-            report = NodeReport.from_dict(json.loads(decompress_report(blob)))
+            report = NodeReport.from_dict(intern_strings(json.loads(decompress_report(blob))))
         except Exception as exc:  # noqa: BLE001 - a bad row is skipped, never fatal
             log.warning("skipping stored report of %s: %s", name, exc)
             continue
@@ -420,8 +480,8 @@ async def _correlate_loop(state: CollectorState) -> None:
     """Keeps the timeline current even when nobody asks for /report."""
     while True:
         try:
-            view = await current_view(state)
-            await asyncio.sleep(max(state.config.correlate_period_s, 3 * view.duration_s))
+            v = await current_verdicts(state)
+            await asyncio.sleep(max(state.config.correlate_period_s, 3 * v.duration_s))
         except asyncio.CancelledError:
             raise
         except Exception:  # noqa: BLE001 - logged; the next round tries again
@@ -445,7 +505,7 @@ async def prune(state: CollectorState) -> list[str]:
     for name in forgotten:
         state.nodes.pop(name, None)
     if forgotten:
-        state.rebuild_peers()
+        state.peers_dirty = True
         state.version += 1
         log.info("forgot %d node(s) silent for %.0f s: %s", len(forgotten),
                  state.config.forget_after_s, ", ".join(forgotten[:10]))

@@ -1,0 +1,276 @@
+"""Collector ingest benchmark: reports/s with validation and persistence, and the collector's
+memory with 5,000 nodes. Run by hand (numbers go in README "bench"), never as a timed test.
+
+    python bench/ingest_bench.py                      # 5,000 nodes, then 3 more rounds each
+    python bench/ingest_bench.py --nodes 1000 --rounds 2 --concurrency 32
+
+What it does:
+1. starts `netdiag collector` (its own process, loopback, a fresh SQLite file, a token);
+2. in a separate client process (aiohttp, `--concurrency` connections) posts one synthetic
+   report per node ("join": each new node changes the peer list, so answers carry it), then
+   `--rounds` more rounds per node in steady state (the agent sends the peer-list version it
+   holds, so answers are small), each report validated by the collector, digested and
+   committed to SQLite before it answers;
+3. prints reports/s of both phases and the collector's CPU time per report (its capacity per
+   core, whatever else the machine is doing), its RSS after them, the /report latency at
+   that size, and the database size.
+
+The synthetic reports are shaped like the agent's: 16 sampled peers x 5 probe kinds x 3
+probes, a seen count per peer, a VXLAN device, the facts the checks summarise, a few findings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from agent.report import PROBE_KINDS, SCHEMA_NODE_REPORT  # noqa: E402
+
+PEERS_PER_NODE = 16
+PROBES_PER_KIND = 3
+READY_TIMEOUT_S = 30.0
+TOKEN = "bench-token"
+MIB = 1 << 20
+
+
+def node_name(i: int) -> str:
+    return f"node-{i:05d}"
+
+
+def node_ip(i: int) -> str:
+    return f"10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}"
+
+
+def synthetic_report(i: int, n: int, round_no: int) -> bytes:
+    # Node i probes i+1+k*step (+ the round, so the sample rotates); so the nodes whose
+    # probes i's capture sees are i-1-k*step (- the round).
+    step = max(1, n // PEERS_PER_NODE)
+    peers = sorted({(i + 1 + k * step + round_no) % n for k in range(PEERS_PER_NODE)} - {i})
+    senders = sorted({(i - 1 - k * step - round_no) % n for k in range(PEERS_PER_NODE)} - {i})
+    probes, seen = [], []
+    for p in peers:
+        for kind in PROBE_KINDS:
+            wire = kind == "wire"
+            probes.append({"peer": node_name(p), "peer_ip": node_ip(p), "kind": kind,
+                           "sent": PROBES_PER_KIND, "answered": None if wire else PROBES_PER_KIND,
+                           "rtt_ms": None if wire else {"min": 0.21, "avg": 0.34, "max": 0.61},
+                           "error": ""})
+    for p in senders:
+        seen.append({"peer": node_name(p), "peer_ip": node_ip(p), "kind": "wire",
+                     "count": PROBES_PER_KIND})
+    name = node_name(i)
+    report = {
+        "schema": SCHEMA_NODE_REPORT,
+        "node": {"name": name, "underlay_ip": node_ip(i), "kernel": "6.1.0-27-amd64",
+                 "agent_version": "0.1.0"},
+        "collected_at": time.time(), "interval_s": 30.0,
+        "overlay": [{"name": "flannel.1", "vni": 1, "port": 8472, "local": node_ip(i),
+                     "parent": "eth0", "mtu": 1450, "mac": f"0e:00:00:00:{(i >> 8) & 255:02x}:"
+                     f"{i & 255:02x}", "addresses": [f"10.{128 + (i >> 8) % 128}.{i & 255}.0/32"],
+                     "up": True}],
+        "facts": {"ip_forward": 1, "rp_filter": {"all": 0, "default": 2, "eth0": 2,
+                                                  "flannel.1": 0},
+                  "bridge_nf_call_iptables": 1, "conntrack_binary": True,
+                  "kube_proxy_mode": "iptables", "cni_config_digest": "3f2a9c1b",
+                  "service_vips_digest": "9d41e2aa"},
+        "findings": [
+            {"id": "sysctl.ip-forward-off", "severity": "ok", "node": name,
+             "title": "IPv4 forwarding is on", "evidence": "/proc/sys/net/ipv4/ip_forward = 1",
+             "remediation": ""},
+            {"id": "sysctl.rp-filter-strict", "severity": "ok", "node": name,
+             "title": "rp_filter is not strict on the overlay path",
+             "evidence": "net.ipv4.conf.all.rp_filter = 0", "remediation": ""},
+            {"id": "conntrack.table-near-full", "severity": "info", "node": name,
+             "title": "conntrack table 3% full", "evidence": "nf_conntrack_count 4012 / 131072",
+             "remediation": ""}],
+        "probes": probes, "seen": seen,
+    }
+    return json.dumps(report, separators=(",", ":")).encode()
+
+
+# --- the client process -------------------------------------------------------------------------
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used (from /proc)."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def client_main(url: str, nodes: int, rounds: int, concurrency: int, server_pid: int,
+                out: "multiprocessing.Queue[dict]") -> None:
+    import aiohttp
+
+    async def run() -> dict:
+        headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+        results: dict = {}
+        conn = aiohttp.TCPConnector(limit=concurrency)
+        async with aiohttp.ClientSession(connector=conn) as session:
+            versions: dict[int, str] = {}
+
+            async def phase(name: str, round_no: int) -> None:
+                bodies = [synthetic_report(i, nodes, round_no) for i in range(nodes)]
+                queue = list(range(nodes))
+                errors = 0
+                answer_bytes = 0
+
+                async def worker() -> None:
+                    nonlocal errors, answer_bytes
+                    while queue:
+                        i = queue.pop()
+                        h = dict(headers)
+                        if i in versions:
+                            h["X-Netdiag-Peers-Version"] = versions[i]
+                        async with session.post(url + "/api/v1/reports", data=bodies[i],
+                                                headers=h) as resp:
+                            body = await resp.read()
+                            answer_bytes += len(body)
+                            if resp.status != 200:
+                                errors += 1
+                                continue
+                            # {"peers":...,"interval_s":...,"peers_version":"<hex>"}
+                            versions[i] = body[body.rindex(b'"peers_version":"') + 17:-2].decode()
+
+                cpu0 = cpu_seconds(server_pid)
+                started = time.perf_counter()
+                await asyncio.gather(*(worker() for _ in range(concurrency)))
+                took = time.perf_counter() - started
+                server_cpu = cpu_seconds(server_pid) - cpu0
+                results[name] = {"reports": nodes, "seconds": round(took, 2),
+                                 "reports_per_s": round(nodes / took),
+                                 "server_cpu_us_per_report": round(server_cpu / nodes * 1e6),
+                                 "errors": errors, "report_bytes": len(bodies[0]),
+                                 "answer_mb": round(answer_bytes / MIB, 1)}
+
+            await phase("join", 0)
+            steady = []
+            for r in range(1, rounds + 1):
+                await phase(f"round{r}", r)
+                steady.append(results[f"round{r}"])
+            if steady:
+                total = sum(x["reports"] for x in steady)
+                secs = sum(x["seconds"] for x in steady)
+                cpu_us = sum(x["server_cpu_us_per_report"] * x["reports"] for x in steady) / total
+                results["steady"] = {"reports": total, "seconds": round(secs, 2),
+                                     "reports_per_s": round(total / secs),
+                                     "server_cpu_us_per_report": round(cpu_us),
+                                     "server_capacity_per_core": round(1e6 / cpu_us)}
+        return results
+
+    out.put(asyncio.run(run()))
+
+
+# --- the collector process -------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def wait_ready(url: str) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url + "/readyz", timeout=1) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"collector not ready at {url} within {READY_TIMEOUT_S:g}s")
+
+
+def timed_get(url: str) -> tuple[float, int]:
+    started = time.perf_counter()
+    with urllib.request.urlopen(url, timeout=120) as resp:
+        size = len(resp.read())
+    return time.perf_counter() - started, size
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--nodes", type=int, default=5000)
+    ap.add_argument("--rounds", type=int, default=3, help="steady-state rounds after joining")
+    ap.add_argument("--concurrency", type=int, default=64)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+
+    tmp = Path(tempfile.mkdtemp(prefix="netdiag-ingest-"))
+    (tmp / "token").write_text(TOKEN + "\n")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    netdiag = [shutil.which("netdiag") or sys.executable,
+               *([] if shutil.which("netdiag") else ["-m", "agent.cli"])]
+    log = open(tmp / "collector.log", "wb")
+    collector = subprocess.Popen([*netdiag, "collector", "--listen", f"127.0.0.1:{port}",
+                                  "--db", str(tmp / "db.sqlite3"),
+                                  "--token-file", str(tmp / "token")],
+                                 stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    try:
+        wait_ready(url)
+        rss_idle = rss_mb(collector.pid)
+        out: multiprocessing.Queue[dict] = multiprocessing.Queue()
+        client = multiprocessing.Process(target=client_main, args=(
+            url, args.nodes, args.rounds, args.concurrency, collector.pid, out))
+        client.start()
+        results = out.get()
+        client.join()
+        rss_after = rss_mb(collector.pid)
+        report_json_s, json_bytes = timed_get(url + "/report?format=json")
+        report_text_s, text_bytes = timed_get(url + "/report")
+        report_cached_s, _ = timed_get(url + "/report")
+        rss_report = rss_mb(collector.pid)
+        db_mb = sum(p.stat().st_size for p in tmp.glob("db.sqlite3*")) / MIB
+        summary = {
+            "nodes": args.nodes, "concurrency": args.concurrency, "cpus": os.cpu_count(),
+            **results,
+            "collector_rss_mb": {"idle": round(rss_idle, 1),
+                                 f"after_{args.nodes}_nodes": round(rss_after, 1),
+                                 "after_report": round(rss_report, 1)},
+            "report_json_s": round(report_json_s, 2), "report_json_kb": json_bytes // 1024,
+            "report_text_s": round(report_text_s, 2), "report_text_kb": text_bytes // 1024,
+            "report_cached_s": round(report_cached_s, 3),
+            "db_mb": round(db_mb, 1),
+        }
+    finally:
+        collector.send_signal(signal.SIGTERM)
+        try:
+            collector.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            collector.kill()
+            collector.wait()
+        log.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        for key, value in summary.items():
+            print(f"{key:>22}: {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
