@@ -32,6 +32,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -59,10 +60,19 @@ UNDERLAY_DEV = "eth0"
 POD_BRIDGE = "cni0"
 #: sysctls every node namespace gets before its links exist (so `default` applies to them).
 NODE_SYSCTLS = {
-    "net.ipv4.ip_forward": "1",
-    "net.ipv4.conf.all.rp_filter": "0",
-    "net.ipv4.conf.default.rp_filter": "2",
+    "net/ipv4/ip_forward": "1",
+    "net/ipv4/conf/all/rp_filter": "0",
+    "net/ipv4/conf/default/rp_filter": "2",
 }
+
+
+def sysctl_argv(values: Mapping[str, str]) -> list[str]:
+    """argv that sets sysctls (slash form, `net/ipv4/conf/flannel.1/rp_filter`: interface
+    names contain dots) in the namespace it runs in, by writing /proc/sys with `sh` (no
+    dependency on procps' `sysctl`). Run it under `ip netns exec`: never in the root ns."""
+    script = " && ".join(f"echo {shlex.quote(v)} > /proc/sys/{shlex.quote(k)}"
+                         for k, v in values.items())
+    return ["sh", "-c", script]
 
 
 @dataclass(frozen=True)
@@ -367,7 +377,7 @@ class Lab:
         port it came in on): the `hairpin-off` fault breaks exactly that."""
         pod_ip = self.pod_ip(node, pod)
         # kubeadm requires bridge-nf-call-iptables=1; set it in this node's namespace only.
-        if self.exec(node, ["sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1"],
+        if self.exec(node, sysctl_argv({"net/bridge/bridge-nf-call-iptables": "1"}),
                      check=False).returncode != 0:
             raise LabError("br_netfilter is not available on this kernel: no hairpin Service")
         ipt = ["iptables", "-w", "5", "-t", "nat", "-A"]
@@ -450,8 +460,7 @@ class Lab:
         # 1. every namespace, in one ip process.
         sh(["ip", "-batch", "-"], input="".join(f"netns add {ns}\n" for ns in self.namespaces()))
         # 2. node sysctls before any link exists there (so `default` applies to new links).
-        sysctl_args = [f"{k}={v}" for k, v in NODE_SYSCTLS.items()]
-        run_parallel([(["ip", "netns", "exec", n.ns_name, "sysctl", "-qw", *sysctl_args], None)
+        run_parallel([(["ip", "netns", "exec", n.ns_name, *sysctl_argv(NODE_SYSCTLS)], None)
                       for n in self.nodes])
         # 3. the fabric: bridge + one veth per node (its peer lands in the node as eth0).
         fab = ["link set lo up",

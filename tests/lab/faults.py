@@ -78,11 +78,11 @@ def _partition_clear(lab: "Lab", nodes: list[str]) -> None:
 
 # ----- node faults ---------------------------------------------------------------------------
 def _sysctl(lab: "Lab", node: str, values: dict[str, str]) -> None:
-    lab.exec(node, ["sysctl", "-qw", *(f"{k}={v}" for k, v in values.items())])
+    from tests.lab.cluster import sysctl_argv
+    lab.exec(node, sysctl_argv(values))
 
 
 def _rp_keys(n: "LabNode") -> list[str]:
-    # slash form: interface names contain dots (flannel.1)
     return ["net/ipv4/conf/all/rp_filter", f"net/ipv4/conf/{n.underlay_dev}/rp_filter",
             f"net/ipv4/conf/{n.vxlan_dev}/rp_filter"]
 
@@ -107,7 +107,7 @@ def _hairpin(state: str):
 
 def _ip_forward(value: str):
     def apply(lab: "Lab", nodes: list[str]) -> None:
-        _sysctl(lab, nodes[0], {"net.ipv4.ip_forward": value})
+        _sysctl(lab, nodes[0], {"net/ipv4/ip_forward": value})
     return apply
 
 
