@@ -108,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
                            help="require this bearer token on POST /api/v1/reports")
     collector.add_argument("--interval", type=float, default=30.0, metavar="S",
                            help="the report interval the collector tells agents (default 30)")
+    collector.add_argument("--keep-rounds", type=int, default=3, metavar="N",
+                           help="recent rounds kept per node for correlation (default 3; "
+                                "memory grows with it)")
 
     analyze = sub.add_parser("analyze", help="offline triage of pasted command output")
     analyze.add_argument("--json", action="store_true")
