@@ -215,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--nodes", type=int, default=5000)
     ap.add_argument("--rounds", type=int, default=3, help="steady-state rounds after joining")
     ap.add_argument("--concurrency", type=int, default=64)
+    ap.add_argument("--keep-rounds", type=int, default=3)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
 
@@ -227,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     log = open(tmp / "collector.log", "wb")
     collector = subprocess.Popen([*netdiag, "collector", "--listen", f"127.0.0.1:{port}",
                                   "--db", str(tmp / "db.sqlite3"),
-                                  "--token-file", str(tmp / "token")],
+                                  "--token-file", str(tmp / "token"),
+                                  "--keep-rounds", str(args.keep_rounds)],
                                  stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     try:
         wait_ready(url)
@@ -245,7 +247,8 @@ def main(argv: list[str] | None = None) -> int:
         rss_report = rss_mb(collector.pid)
         db_mb = sum(p.stat().st_size for p in tmp.glob("db.sqlite3*")) / MIB
         summary = {
-            "nodes": args.nodes, "concurrency": args.concurrency, "cpus": os.cpu_count(),
+            "nodes": args.nodes, "keep_rounds": args.keep_rounds, "concurrency": args.concurrency,
+            "cpus": os.cpu_count(),
             **results,
             "collector_rss_mb": {"idle": round(rss_idle, 1),
                                  f"after_{args.nodes}_nodes": round(rss_after, 1),

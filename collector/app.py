@@ -27,6 +27,7 @@ import logging
 import sys
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Mapping
 
@@ -52,6 +53,8 @@ DEFAULT_INTERVAL_S = 30.0
 #: A cached /report is recomputed when state changed or it is older than this.
 VIEW_MAX_AGE_S = 2.0
 CORRELATE_PERIOD_S = 1.0
+#: The background correlation sleeps at least this many times its own duration.
+CORRELATE_DUTY = 5.0
 PRUNE_PERIOD_S = 300.0
 PEERS_VERSION_HEADER = "X-Netdiag-Peers-Version"
 #: The peer list is re-encoded at most once per this many times its encoding took.
@@ -123,10 +126,15 @@ class CollectorState:
     nodes: dict[str, NodeEntry] = field(default_factory=dict)
     version: int = 0
     peers_version: str = ""
-    peers_body: bytes = b""
+    peers_answer_full: bytes = b""
+    peers_answer_same: bytes = b""
     verdicts: Verdicts | None = None
     open_since: dict[str, float] = field(default_factory=dict)
     verdict_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: One thread for correlation and rendering (CPU work off the event loop; one thread,
+    #: so one malloc arena and at most one core).
+    cpu_executor: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(
+        max_workers=1, thread_name_prefix="netdiag-correlate"))
     render_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     peers_dirty: bool = True
     peers_built_at: float = 0.0
@@ -137,7 +145,11 @@ class CollectorState:
         peers = [self.nodes[n].peer for n in sorted(self.nodes)]
         body = json.dumps(peers, separators=(",", ":"), sort_keys=True).encode()
         self.peers_version = hashlib.blake2b(body, digest_size=8).hexdigest()
-        self.peers_body = body
+        tail = (b',"interval_s":' + json.dumps(self.config.interval_s).encode()
+                + b',"peers_version":"' + self.peers_version.encode() + b'"}')
+        # Both answers encoded once per version: no per-request copy of a 700 kB list.
+        self.peers_answer_full = b'{"peers":' + body + tail
+        self.peers_answer_same = b'{"peers":null' + tail
         self.peers_dirty = False
         self.peers_built_at = time.monotonic()
         self.peers_build_s = time.perf_counter() - started
@@ -280,7 +292,8 @@ async def current_verdicts(state: CollectorState) -> Verdicts:
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
         with state.metrics.correlation_seconds.time():
-            report_state = await loop.run_in_executor(None, correlate_entries, entries, now)
+            report_state = await loop.run_in_executor(state.cpu_executor, correlate_entries,
+                                                      entries, now)
         v = Verdicts(version, now, report_state, time.perf_counter() - started)
         state.open_since, events = diff_open(state.open_since, v.diagnoses, now)
         if events:
@@ -306,9 +319,10 @@ async def rendered(state: CollectorState, fmt: str) -> Any:
                 timeline = {"transitions": [t.to_dict() for t in transitions],
                             "fact_changes": changes}
                 v.rendered[fmt] = await loop.run_in_executor(
-                    None, render_json, v.report_state, dict(state.open_since), timeline)
+                    state.cpu_executor, render_json, v.report_state, dict(state.open_since), timeline)
             else:
-                v.rendered[fmt] = await loop.run_in_executor(None, render_report_text,
+                v.rendered[fmt] = await loop.run_in_executor(state.cpu_executor,
+                                                             render_report_text,
                                                              v.report_state)
         return v.rendered[fmt]
 
@@ -393,14 +407,9 @@ def _remember(state: CollectorState, report: NodeReport, received_at: float) -> 
 def _peers_response(state: CollectorState, known_version: str | None,
                     force: bool = False) -> web.Response:
     state.fresh_peers(force)
-    interval = json.dumps(state.config.interval_s)
-    if known_version and known_version == state.peers_version:
-        peers = b"null"
-    else:
-        peers = state.peers_body
-    body = (b'{"peers":' + peers + b',"interval_s":' + interval.encode()
-            + b',"peers_version":"' + state.peers_version.encode() + b'"}')
-    return web.Response(body=body, content_type="application/json")
+    same = bool(known_version) and known_version == state.peers_version
+    return web.Response(body=state.peers_answer_same if same else state.peers_answer_full,
+                        content_type="application/json")
 
 
 async def get_peers(request: web.Request) -> web.Response:
@@ -481,7 +490,9 @@ async def _correlate_loop(state: CollectorState) -> None:
     while True:
         try:
             v = await current_verdicts(state)
-            await asyncio.sleep(max(state.config.correlate_period_s, 3 * v.duration_s))
+            # At most ~1/(1+CORRELATE_DUTY) of a core goes to background correlation.
+            await asyncio.sleep(max(state.config.correlate_period_s,
+                                    CORRELATE_DUTY * v.duration_s))
         except asyncio.CancelledError:
             raise
         except Exception:  # noqa: BLE001 - logged; the next round tries again
@@ -519,6 +530,7 @@ async def _on_cleanup(app: web.Application) -> None:
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
     await app[STATE].store.close()
+    app[STATE].cpu_executor.shutdown(wait=True)
 
 
 def make_app(config: CollectorConfig) -> web.Application:

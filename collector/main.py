@@ -11,9 +11,30 @@ import sys
 
 from agent.cli import EXIT_SOFTWARE, UsageError
 from agent.daemon import parse_listen, read_token_file
-from collector.store import Store
+from collector.store import RECENT_PER_NODE, Store
 
 log = logging.getLogger("netdiag.collector")
+
+
+#: glibc mallopt parameter; each thread that allocates gets its own arena otherwise (up to
+#: 8 per core), and with a store thread and a correlation thread the freed memory of big
+#: transient structures stays in arenas it cannot be reused from.
+M_ARENA_MAX = -8
+MALLOC_ARENAS = 2
+
+
+def limit_malloc_arenas() -> None:
+    """Like MALLOC_ARENA_MAX=2 in the environment (the image sets it too); glibc only."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if not name:
+        return
+    try:
+        ctypes.CDLL(name).mallopt(M_ARENA_MAX, MALLOC_ARENAS)
+    except (OSError, AttributeError):
+        pass
 
 
 def cmd_collector(args: argparse.Namespace) -> int:
@@ -30,8 +51,13 @@ def cmd_collector(args: argparse.Namespace) -> int:
         probe.close()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    limit_malloc_arenas()
+    keep = getattr(args, "keep_rounds", None) or RECENT_PER_NODE
+    if keep < 2:
+        raise UsageError(f"--keep-rounds must be >= 2 (verdicts need two rounds), got {keep}")
     config = CollectorConfig(db_path=args.db, token=token,
-                             interval_s=getattr(args, "interval", None) or 30.0)
+                             interval_s=getattr(args, "interval", None) or 30.0,
+                             recent_per_node=keep)
     if token is None:
         log.warning("no --token-file: accepting reports from anyone who can reach %s:%d",
                     host, port)
