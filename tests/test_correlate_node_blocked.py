@@ -62,3 +62,19 @@ def test_unhealthy_sender_is_not_evidence() -> None:
                    else set(), findings={"node1": bad})
     ids = [d.id for d in correlate(sim.latest, sim.now, sim.history)]
     assert "overlay.node-inbound-blocked" not in ids
+
+
+def test_inbound_block_also_loses_the_nodes_own_echo_replies_but_is_not_isolated() -> None:
+    # fabric drops UDP 8472 into node2: peers' probes never arrive, and node2's own echoes
+    # arrive at the peers but their replies (VXLAN into node2) are dropped too
+    def lost(s: str, t: str) -> set[str]:
+        if t == "node2":
+            return {"wire"}
+        if s == "node2":
+            return {"echo", "mtu"}
+        return set()
+
+    sim = simulate(nodes(4), lost=lost)
+    diags = correlate(sim.latest, sim.now, sim.history)
+    assert _ids(diags) == [("overlay.node-inbound-blocked", ("node2",))]
+    assert "answers back into node2" in diags[0].evidence

@@ -215,3 +215,12 @@ def test_pair_rounds_skip_rounds_where_the_pair_was_not_probed() -> None:
     diags = correlate(sim.latest, sim.now, sim.history)
     assert _ids(diags) == [("overlay.pair-failure", ("node1", "node2"))]
     assert "(2 rounds)" in diags[0].evidence
+
+
+def test_list_facts_are_not_drift() -> None:
+    sim = simulate(nodes(4), facts={"node2": {"iptables_backends": ["iptables-save:nft",
+                                                                     "iptables-legacy-save:legacy"]},
+                                    "node1": {"iptables_backends": ["iptables-save:nft"]},
+                                    "node3": {"iptables_backends": ["iptables-save:nft"]},
+                                    "node4": {"iptables_backends": ["iptables-save:nft"]}})
+    assert correlate(sim.latest, sim.now, sim.history) == ()

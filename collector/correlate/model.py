@@ -29,6 +29,7 @@ UNHEALTHY_AGENT_PREFIXES = ("agent.",)
 
 _EMPTY: frozenset[str] = frozenset()
 PAIR_SEP = "\0"
+SCALARS = (str, int, float, bool)
 
 
 def flatten_facts(facts: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -72,7 +73,7 @@ class NodeDigest:
     #: peer -> wire probes sent
     wire_sent: Mapping[str, int]
     facts: Mapping[str, Any]
-    #: the hashable facts as sorted (key, value) pairs: nodes with equal facts share one
+    #: the scalar facts as sorted (key, value) pairs: nodes with equal facts share one
     #: value, so drift is computed per distinct fact set, not per node
     fact_items: tuple[tuple[str, Any], ...] = ()
     #: the node reports itself unhealthy (its probe failures are not evidence against peers)
@@ -125,14 +126,9 @@ def digest_report(report: NodeReport) -> NodeDigest:
         if s.count > 0 and s.kind == "wire":
             seen_wire.add(s.peer)
     flat = flatten_facts(report.facts)
-    items = []
-    for k, v in flat.items():
-        try:
-            hash(v)
-        except TypeError:
-            continue
-        items.append((k, v))
-    items.sort(key=lambda kv: kv[0])
+    # only scalars are compared across nodes (lists such as the iptables backends present or
+    # the Service VIPs are per-node detail; their digests are the comparable form)
+    items = sorted((k, v) for k, v in flat.items() if v is None or isinstance(v, SCALARS))
     unhealthy = any(f.severity >= Severity.WARNING and f.id.startswith(UNHEALTHY_AGENT_PREFIXES)
                     for f in report.findings)
     name = report.node.name

@@ -87,11 +87,15 @@ def evaluate(view: ClusterView) -> RuleResult:
                 return False
         return True
 
-    def outbound(x: str) -> bool:
+    def outbound(x: str, arrived_excuses: bool) -> bool:
+        """X's probes fail to most targets. With `arrived_excuses` (X is inbound-blocked),
+        a probe the target's capture saw arrive does not count: its answer died on the way
+        back into X, which the inbound verdict already explains."""
         if x not in view.live:
             return False
         for k, (_, fout) in enumerate(maps):
-            fails = {st.target for st in fout.get(x, [])}
+            fails = {st.target for st in fout.get(x, [])
+                     if not (arrived_excuses and st.wire_seen != 0)}
             if not (len(fails) >= cfg.min_senders
                     and len(fails) > cfg.blame_fraction * view.probed_out(x, k)):
                 return False
@@ -101,12 +105,14 @@ def evaluate(view: ClusterView) -> RuleResult:
     for x in sorted(set(fin) | set(fout)):
         if x in view.stale:
             continue
-        is_in, is_out = inbound(x), outbound(x)
+        is_in = inbound(x)
+        is_out = outbound(x, arrived_excuses=is_in)
         if not (is_in or is_out):
             continue
         d = view.live.get(x)
         port, dev = vxlan_port(d), vxlan_dev(d)
         ins, outs = fin.get(x, []), fout.get(x, [])
+        replies = [st for st in outs if st.wire_seen != 0] if is_in and not is_out else []
         evidence = []
         if is_in and is_out:
             where, why = _where(x, ins)
@@ -133,6 +139,11 @@ def evaluate(view: ClusterView) -> RuleResult:
                 evidence.append(f"TCP to {x}'s agent port works from "
                                 f"{plural(len(tcp_ok), 'peer')}: {x} is up")
             evidence += pair_lines(ins)
+            if replies:
+                evidence.append(f"{x}'s own probes to {plural(len(replies), 'peer')} arrive "
+                                f"(their captures saw them) but the answers back into {x} "
+                                f"are lost on the same path:")
+                evidence += pair_lines(replies)
             fix = {"fabric": FABRIC_FIX, "host": HOST_FIX}.get(where, FABRIC_FIX + " " + HOST_FIX)
             acc.diagnoses.append(diagnosis("overlay.node-inbound-blocked", Severity.ERROR, (x,),
                                            title, evidence,
@@ -155,6 +166,7 @@ def evaluate(view: ClusterView) -> RuleResult:
         acc.blames.add(x)
         if is_in:
             acc.explains.update((st.sender, x) for st in ins)
+            acc.explains.update((x, st.target) for st in replies)
         if is_out:
             acc.explains.update((x, st.target) for st in outs)
     return acc.result()
