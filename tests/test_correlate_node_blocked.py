@@ -78,3 +78,20 @@ def test_inbound_block_also_loses_the_nodes_own_echo_replies_but_is_not_isolated
     diags = correlate(sim.latest, sim.now, sim.history)
     assert _ids(diags) == [("overlay.node-inbound-blocked", ("node2",))]
     assert "answers back into node2" in diags[0].evidence
+
+
+def test_inbound_not_yet_confirmed_gives_no_outbound_or_pair_verdict() -> None:
+    from tests.correlate_builder import Simulation, build_round
+    names = nodes(4)
+
+    def replies_lost(s: str, t: str) -> set[str]:
+        return {"echo", "mtu"} if s == "node2" else set()
+
+    def both(s: str, t: str) -> set[str]:
+        return {"wire"} if t == "node2" else replies_lost(s, t)
+
+    # node2's own rounds see its echo replies lost twice; the peers' probes to node2 have
+    # failed in one round only so far (rounds are not aligned)
+    sim = Simulation([build_round(names, 1000.0, replies_lost), build_round(names, 1010.0, both)])
+    assert [d for d in correlate(sim.latest, sim.now, sim.history)
+            if d.severity >= Severity.WARNING] == []

@@ -79,8 +79,8 @@ def evaluate(view: ClusterView) -> RuleResult:
         return acc.result()
     maps = [_maps(view, k) for k in range(need)]
 
-    def inbound(x: str) -> bool:
-        for k, (fin, _) in enumerate(maps):
+    def inbound(x: str, rounds: int = need) -> bool:
+        for k, (fin, _) in enumerate(maps[:rounds]):
             fails = {st.sender for st in fin.get(x, [])}
             if not (len(fails) >= cfg.min_senders
                     and len(fails) > cfg.blame_fraction * view.trusted_probers(x, k)):
@@ -106,7 +106,15 @@ def evaluate(view: ClusterView) -> RuleResult:
         if x in view.stale:
             continue
         is_in = inbound(x)
-        is_out = outbound(x, arrived_excuses=is_in)
+        pending = not is_in and inbound(x, rounds=1)
+        # while X's inbound fails (even before it is confirmed), X's probes that arrived but
+        # got no answer are explained by that, not by X's egress: no outbound verdict on them
+        is_out = outbound(x, arrived_excuses=is_in or pending)
+        if pending and not is_out:
+            # the inbound verdict is one round from confirmation: hold its symptoms back
+            # rather than report them as pair failures for one round
+            acc.explains.update((st.sender, x) for st in fin.get(x, []))
+            acc.explains.update((x, st.target) for st in fout.get(x, []) if st.wire_seen != 0)
         if not (is_in or is_out):
             continue
         d = view.live.get(x)
