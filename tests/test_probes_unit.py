@@ -273,3 +273,85 @@ def test_echo_reply_filter_attaches_and_classify_reads_a_raw_ipv4_reply():
     assert got is not None and got.is_reply and got.marker.kind == "mtu"
     with pytest.raises(ValueError):
         build_echo_reply_filter(b"NDP")
+
+
+# --- the capture filter, run on bytes by a small classic-BPF interpreter ----------------------
+
+def run_bpf(program, packet: bytes) -> int:
+    """Enough of the classic BPF machine (linux/filter.h) for our programs: returns the
+    number of bytes the kernel would keep (0 = drop). Out-of-packet loads drop, as in the
+    kernel."""
+    a = x = 0
+    pc = 0
+    for _ in range(len(program) + 1):
+        code, jt, jf, k = program[pc]
+        pc += 1
+        try:
+            if code == 0x28:
+                a = int.from_bytes(_at(packet, k, 2), "big")
+            elif code == 0x30:
+                a = packet[k]
+            elif code == 0x48:
+                a = int.from_bytes(_at(packet, x + k, 2), "big")
+            elif code == 0x40:
+                a = int.from_bytes(_at(packet, x + k, 4), "big")
+            elif code == 0x50:
+                a = packet[x + k]
+            elif code == 0xB1:
+                x = 4 * (packet[k] & 0x0F)
+            elif code == 0x15:
+                pc += jt if a == k else jf
+            elif code == 0x45:
+                pc += jt if a & k else jf
+            elif code == 0x06:
+                return k
+            else:
+                raise AssertionError(f"opcode {code:#x} not modelled")
+        except IndexError:
+            return 0
+    raise AssertionError("program did not return")
+
+
+def _at(packet: bytes, off: int, n: int) -> bytes:
+    if off + n > len(packet):
+        raise IndexError
+    return packet[off:off + n]
+
+
+def test_probe_capture_filter_keeps_probes_and_replies_only():
+    from agent.probes.bpf import build_probe_capture_filter
+    from agent.probes.frames import MARKER_MAGIC
+
+    prog = build_probe_capture_filter(8472, MARKER_MAGIC)
+    wire = _outer(build_vxlan_payload(1, build_wire_frame(
+        "", "a6:c0:b3:5f:86:71", build_marker("wire", 1, 1, "node1"))))
+    echo = _outer(build_vxlan_payload(1, build_echo_frame(
+        "", "a6:c0:b3:5f:86:71", "10.244.1.0", "10.244.2.0",
+        build_marker("mtu", 1, 1, "node1"), ident=1, seq=1, ip_total_len=1450)))
+    marker = build_marker("echo", 2, 1, "node1")
+    reply_ip = build_ipv4("10.244.2.0", "10.244.1.0", 1, build_icmp_echo(1, 2, marker, True))
+    reply = _outer(build_vxlan_payload(1, bytes(12) + b"\x08\x00" + reply_ip))
+    pod_ping = _outer(build_vxlan_payload(1, bytes(12) + b"\x08\x00" + build_ipv4(
+        "10.244.1.5", "10.244.2.7", 1, build_icmp_echo(1, 1, b"x" * 56))))
+    for packet in (wire, echo, reply):
+        assert run_bpf(prog, packet) == CAPTURE_SNAPLEN_BYTES
+    assert run_bpf(prog, pod_ping) == 0                              # real overlay traffic
+    assert run_bpf(prog, _outer(build_vxlan_payload(1, b""), dport=8472)) == 0  # short
+    assert run_bpf(prog, _outer(build_vxlan_payload(1, wire[50:]), dport=4789)) == 0
+    # the plain port filter (what tcpdump compiles) keeps all VXLAN, probes or not
+    plain = build_udp_dst_port_filter(8472)
+    assert run_bpf(plain, pod_ping) == CAPTURE_SNAPLEN_BYTES
+    assert run_bpf(plain, _outer(b"x" * 20, dport=53)) == 0
+
+
+def test_echo_reply_filter_keeps_only_our_replies():
+    from agent.probes.bpf import build_echo_reply_filter
+    from agent.probes.frames import MARKER_MAGIC
+
+    prog = build_echo_reply_filter(MARKER_MAGIC)
+    marker = build_marker("echo", 2, 1, "node1")
+    ours = build_ipv4("10.244.2.0", "10.244.1.0", 1, build_icmp_echo(1, 2, marker, True))
+    request = build_ipv4("10.244.2.0", "10.244.1.0", 1, build_icmp_echo(1, 2, marker))
+    other = build_ipv4("10.244.2.0", "10.244.1.0", 1, build_icmp_echo(1, 2, b"x" * 56, True))
+    assert run_bpf(prog, ours) == CAPTURE_SNAPLEN_BYTES
+    assert run_bpf(prog, request) == 0 and run_bpf(prog, other) == 0

@@ -50,6 +50,38 @@ def build_udp_dst_port_filter(port: int,
     )
 
 
+#: Offsets from the outer IPv4 header's end (x = its length) + 14 (outer Ethernet): the marker
+#: of a wire probe (right after the inner Ethernet header) and of an echo/MTU probe or reply
+#: (after inner IPv4 without options, as we send them and Linux answers them, and ICMP).
+WIRE_MARKER_OFFSET = 14 + 8 + 8 + 14          # outer UDP, VXLAN, inner Ethernet
+ECHO_MARKER_OFFSET = WIRE_MARKER_OFFSET + 20 + 8  # + inner IPv4 + ICMP
+
+
+def build_probe_capture_filter(port: int, magic: bytes,
+                               snaplen: int = CAPTURE_SNAPLEN_BYTES) -> tuple[Instruction, ...]:
+    """`ip and udp dst port <port>` (as tcpdump compiles it) narrowed to packets whose VXLAN
+    payload carries a probe marker, so the pods' own overlay traffic never wakes the agent
+    either: on a busy node that is many thousand packets a second."""
+    if len(magic) != 4:
+        raise ValueError("magic must be 4 bytes")
+    head = build_udp_dst_port_filter(port, snaplen)[:9]   # up to `jeq port`
+    accept, drop = 13, 14
+    word = int.from_bytes(magic, "big")
+    prog = [
+        *head[:1], (BPF_JEQ_K, 0, drop - 2, 0x0800),
+        head[2], (BPF_JEQ_K, 0, drop - 4, 17),
+        head[4], (BPF_JSET_K, drop - 6, 0, 0x1FFF),
+        head[6], head[7], (BPF_JEQ_K, 0, drop - 9, port),
+        (BPF_LDW_IND, 0, 0, WIRE_MARKER_OFFSET),   # 9
+        (BPF_JEQ_K, accept - 11, 0, word),         # 10
+        (BPF_LDW_IND, 0, 0, ECHO_MARKER_OFFSET),   # 11
+        (BPF_JEQ_K, accept - 13, drop - 13, word), # 12
+        (BPF_RET_K, 0, 0, snaplen),                # 13 accept
+        (BPF_RET_K, 0, 0, 0),                      # 14 drop
+    ]
+    return tuple(prog)
+
+
 def build_echo_reply_filter(magic: bytes,
                             snaplen: int = CAPTURE_SNAPLEN_BYTES) -> tuple[Instruction, ...]:
     """For a raw ICMP socket (data starts at the IPv4 header): keep only echo replies whose

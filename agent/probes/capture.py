@@ -1,5 +1,5 @@
 """The capture: one long-lived AF_PACKET socket on the underlay interface, with a kernel BPF
-filter for the VXLAN UDP port, read by one thread.
+filter for the VXLAN UDP port and the probe marker inside it, read by one thread.
 
 It sees packets *before* the host firewall (AF_PACKET taps the device), so for each peer it
 counts the probes that physically arrived here, even when this node's own firewall then drops
@@ -19,7 +19,7 @@ from collections import Counter
 from typing import Callable
 
 from agent.probes.bpf import (CAPTURE_SNAPLEN_BYTES, attach_filter, build_echo_reply_filter,
-                              build_udp_dst_port_filter)
+                              build_probe_capture_filter)
 from agent.probes.frames import (MARKER_MAGIC, CapturedProbe, ProbeFrame, classify_probe_ipv4,
                                  classify_vxlan_packet, sender_id)
 
@@ -87,7 +87,8 @@ class Capture:
         except PermissionError as exc:
             raise CaptureError(missing_capability_message("the capture", exc)) from None
         try:
-            attach_filter(sock, build_udp_dst_port_filter(self.vxlan_port, self.snaplen))
+            attach_filter(sock, build_probe_capture_filter(self.vxlan_port, MARKER_MAGIC,
+                                                           self.snaplen))
             sock.bind((self.ifname, ETH_P_IP))
         except OSError as exc:
             sock.close()
