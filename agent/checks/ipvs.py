@@ -199,7 +199,7 @@ def evaluate_table(table: IpvsTable, ctx: CheckContext, source: str = "ipvsadm -
                                 evidence=f"{source}: {len(table.virtual_servers)} virtual "
                                          "servers"))
     zero_found = False
-    for vs in table.virtual_servers:
+    for vs in table.virtual_servers if table.weight_zero_seen else ():
         zero = vs.weight_zero()
         if not zero:
             continue
