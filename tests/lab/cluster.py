@@ -460,7 +460,12 @@ class Lab:
         # 1. every namespace, in one ip process.
         sh(["ip", "-batch", "-"], input="".join(f"netns add {ns}\n" for ns in self.namespaces()))
         # 2. node sysctls before any link exists there (so `default` applies to new links).
-        run_parallel([(["ip", "netns", "exec", n.ns_name, *sysctl_argv(NODE_SYSCTLS)], None)
+        # Also create the iptables filter table (policy ACCEPT) in every node, as any
+        # Kubernetes node has one: nodes then differ only by the faults injected into them.
+        setup = sysctl_argv(NODE_SYSCTLS)
+        setup[-1] += (" && { ! command -v iptables >/dev/null || "
+                      "iptables -w 5 -P FORWARD ACCEPT; }")
+        run_parallel([(["ip", "netns", "exec", n.ns_name, *setup], None)
                       for n in self.nodes])
         # 3. the fabric: bridge + one veth per node (its peer lands in the node as eth0).
         fab = ["link set lo up",

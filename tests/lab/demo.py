@@ -126,6 +126,12 @@ def _diagnosis_ids(report: dict[str, Any] | None) -> set[str]:
     return {d.get("id", "") for d in (report or {}).get("diagnoses", [])}
 
 
+def _node_problems(report: dict[str, Any] | None) -> set[str]:
+    """`node2:iptables.forward-drop` for every warning/error node finding in /report."""
+    return {f"{f.get('node', '')}:{f.get('id', '')}" for f in (report or {}).get("findings", [])
+            if f.get("severity") in ("warning", "error")}
+
+
 def _reported_nodes(report: dict[str, Any] | None) -> set[str]:
     return {n.get("name", "") for n in (report or {}).get("nodes", [])}
 
@@ -187,13 +193,19 @@ def demo_with_collector(lab: Lab, faults: list[tuple[str, list[str]]],
             expected = {EXPECTED_DIAGNOSIS[f] for f, _ in faults if f in EXPECTED_DIAGNOSIS}
             old = _diagnosis_ids(before)
 
+            old_problems = _node_problems(before)
             first_new: list[float] = []
 
+            def news(report: dict[str, Any] | None) -> set[str]:
+                """New diagnoses, and new node findings (faults inside one node)."""
+                return (_diagnosis_ids(report) - old) | (_node_problems(report) - old_problems)
+
             def diagnosed() -> bool:
-                ids = _diagnosis_ids(_report_json(lab, base))
-                if ids - old and not first_new:
+                report = _report_json(lab, base)
+                ids = _diagnosis_ids(report)
+                if news(report) and not first_new:
                     first_new.append(time.monotonic())
-                if expected & ids or (not expected and ids - old):
+                if expected & ids or (not expected and news(report)):
                     return True
                 # another diagnosis came first: give the expected one a few more rounds
                 return bool(first_new) and (
@@ -202,13 +214,14 @@ def demo_with_collector(lab: Lab, faults: list[tuple[str, list[str]]],
             t0 = time.monotonic()
             _wait(diagnosed, wait_s, procs)
             took = time.monotonic() - t0
-            ids_now = _diagnosis_ids(_report_json(lab, base))
-            found = bool(expected & ids_now) if expected else bool(ids_now - old)
+            final = _report_json(lab, base)
+            ids_now = _diagnosis_ids(final)
+            found = bool(expected & ids_now) if expected else bool(news(final))
             print(f"\n===== after the fault ({took:.0f}s): GET /report =====")
             print(http_get(lab, f"{base}/report") or "(no answer)")
             ids = ids_now
             if found:
-                print(f"diagnosed in {took:.0f}s: {', '.join(sorted(ids - old or ids))}")
+                print(f"diagnosed in {took:.0f}s: {', '.join(sorted(news(final) or ids))}")
                 return 0
             want = ", ".join(sorted(expected)) or "a new diagnosis"
             print(f"expected {want}; after {took:.0f}s the collector says: "
