@@ -123,3 +123,18 @@ def test_missing_service_hook_without_kube_proxy_is_not_applicable(ns: NetNS) ->
     report = check_in(ns)
     assert not findings(report, "iptables.kube-proxy-chains-missing")
     assert report["facts"]["kube_proxy_rules"] == "iptables"
+
+
+def test_rules_in_both_backends_are_mixed_backends(ns: NetNS) -> None:
+    """kube-proxy's rules through iptables-nft, a CNI's masquerade through iptables-legacy
+    (legacy tables are per namespace: the root namespace's stay untouched)."""
+    ns.exec(["iptables-nft-restore"], input=KUBE_PROXY_RULES)
+    ns.exec(["iptables-legacy", "-t", "nat", "-A", "POSTROUTING", "-s", "10.244.0.0/16",
+             "!", "-d", "10.244.0.0/16", "-j", "MASQUERADE"])
+    report = check_in(ns)
+    (f,) = findings(report, "iptables.mixed-backends")
+    assert f["severity"] == "error"
+    assert "iptables-legacy-save: 1 rules" in f["evidence"]
+    assert "iptables-nft-save:" in f["evidence"]
+    assert report["facts"]["iptables_backends"] == ["iptables-legacy-save:legacy",
+                                                    "iptables-nft-save:nf_tables"]
