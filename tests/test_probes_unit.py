@@ -355,3 +355,67 @@ def test_echo_reply_filter_keeps_only_our_replies():
     other = build_ipv4("10.244.2.0", "10.244.1.0", 1, build_icmp_echo(1, 2, b"x" * 56, True))
     assert run_bpf(prog, ours) == CAPTURE_SNAPLEN_BYTES
     assert run_bpf(prog, request) == 0 and run_bpf(prog, other) == 0
+
+
+# --- the pure modules stay pure; the round plan ----------------------------------------------
+
+PURE_PROBE_MODULES = ("frames", "sampling", "tally", "peers", "verdict")
+
+
+@pytest.mark.parametrize("module", PURE_PROBE_MODULES)
+def test_pure_probe_modules_do_no_io(module):
+    import ast
+    from pathlib import Path
+
+    from tests.test_layers import FORBIDDEN
+
+    path = Path(__file__).parent.parent / "agent" / "probes" / f"{module}.py"
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module.split(".")[0])
+    assert not names & (FORBIDDEN - {"agent"}), f"{module} imports {names & FORBIDDEN}"
+
+
+def _prober(overlay=None, **cfg):
+    from agent.probes.prober import Prober
+    from agent.report import OverlayDevice
+
+    overlay = overlay or OverlayDevice("flannel.1", vni=1, port=8472, mtu=1450,
+                                       mac="0e:00:00:00:00:01", addresses=("10.244.1.0/32",))
+    return Prober("node1", overlay, "192.168.77.11", "eth0", ProberConfig(**cfg))
+
+
+def test_plan_skips_echo_for_peers_without_vxlan_address_and_excludes_self():
+    flannel = Peer("node2", "192.168.77.12", vxlan_ip="10.244.2.0", vxlan_mac="0e:00:00:00:00:02")
+    cilium = Peer("node3", "192.168.77.13")
+    me = Peer("node1", "192.168.77.11", vxlan_ip="10.244.1.0", vxlan_mac="0e:00:00:00:00:01")
+    plans = {p.peer.name: p.kinds for p in _prober().plan([flannel, cilium, me])}
+    assert set(plans) == {"node2", "node3"}
+    assert plans["node2"] == ["wire", "echo", "udp-control", "tcp-control", "mtu"]
+    assert plans["node3"] == ["wire", "udp-control", "tcp-control"]
+
+
+def test_plan_without_own_vxlan_address_sends_wire_only():
+    from agent.report import OverlayDevice
+
+    cilium_here = OverlayDevice("cilium_vxlan", port=8472, mac="0e:00:00:00:00:01")
+    peer = Peer("node2", "192.168.77.12", vxlan_ip="10.244.2.0", vxlan_mac="0e:00:00:00:00:02")
+    assert _prober(cilium_here).plan([peer])[0].kinds == ["wire", "udp-control", "tcp-control"]
+
+
+def test_plan_takes_at_most_k_peers_and_rotates():
+    peers = [Peer(f"n{i}", f"10.0.0.{i}") for i in range(2, 12)]
+    prober = _prober(peers_per_round=4)
+    first = [p.peer.name for p in prober.plan(peers)]
+    assert len(first) == 4
+    prober._round_no += 1
+    second = [p.peer.name for p in prober.plan(peers)]
+    assert not set(first) & set(second)
+
+
+def test_run_round_before_start_is_a_clear_error():
+    with pytest.raises(RuntimeError, match="before start"):
+        _prober().run_round([])
