@@ -95,3 +95,19 @@ def test_inbound_not_yet_confirmed_gives_no_outbound_or_pair_verdict() -> None:
     sim = Simulation([build_round(names, 1000.0, replies_lost), build_round(names, 1010.0, both)])
     assert [d for d in correlate(sim.latest, sim.now, sim.history)
             if d.severity >= Severity.WARNING] == []
+
+
+def test_outbound_block_also_loses_answers_to_peers_but_is_not_isolated() -> None:
+    # fabric drops UDP 8472 out of node2: its probes never arrive, and the peers' probes
+    # reach node2 (its capture sees them) but node2's answers die on the way out
+    def lost(s: str, t: str) -> set[str]:
+        if s == "node2":
+            return {"wire"}
+        if t == "node2":
+            return {"echo", "mtu"}
+        return set()
+
+    sim = simulate(nodes(4), lost=lost)
+    diags = correlate(sim.latest, sim.now, sim.history)
+    assert _ids(diags) == [("overlay.node-outbound-blocked", ("node2",))]
+    assert "answers die on the same way out" in diags[0].evidence

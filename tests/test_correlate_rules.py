@@ -224,3 +224,20 @@ def test_list_facts_are_not_drift() -> None:
                                     "node3": {"iptables_backends": ["iptables-save:nft"]},
                                     "node4": {"iptables_backends": ["iptables-save:nft"]}})
     assert correlate(sim.latest, sim.now, sim.history) == ()
+
+
+def test_mtu_blackhole_into_a_node_folds_its_own_return_path() -> None:
+    # frames > 1400 into node3 are dropped: peers' MTU probes to node3 die, and node3's own
+    # MTU probes get no (full-size) answer back
+    sim = simulate(nodes(4), lost=lambda s, t: {"mtu"} if "node3" in (s, t) else set())
+    diags = correlate(sim.latest, sim.now, sim.history)
+    assert _ids(diags) == [("overlay.mtu-blackhole", ("node3",))]
+    assert "own MTU-sized probes fail too" in diags[0].evidence
+
+
+def test_vxlan_settings_in_facts_are_not_also_drift() -> None:
+    sim = simulate(nodes(4), overlay={"node2": vxlan("node2", vni=2)},
+                   facts={n: {"vxlan": {"flannel.1": {"vni": 2 if n == "node2" else 1}}}
+                          for n in nodes(4)})
+    assert [d.id for d in correlate(sim.latest, sim.now, sim.history)] == [
+        "overlay.config-mismatch"]

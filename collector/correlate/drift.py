@@ -26,8 +26,16 @@ FIX = ("Bring {nodes} in line with the rest of the cluster on `{key}` (majority 
        "node pool template) and fix it at the source, so the node is like its peers.")
 
 
+#: VXLAN device settings are compared by overlay.config-mismatch (from NodeReport.overlay);
+#: the same values in the facts (`vxlan.<dev>.vni`) are not reported twice.
+OVERLAY_PREFIXES = ("vxlan.", "overlay.")
+OVERLAY_SETTINGS = ("vni", "port", "dstport", "mtu")
+
+
 def _ignored(key: str, cfg) -> bool:
     last = key.rsplit(".", 1)[-1]
+    if key.startswith(OVERLAY_PREFIXES) and last in OVERLAY_SETTINGS:
+        return True
     return (key in cfg.drift_ignore_keys or last in cfg.drift_ignore_keys
             or key.endswith(cfg.drift_ignore_suffixes))
 

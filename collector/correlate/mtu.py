@@ -51,17 +51,25 @@ def evaluate(view: ClusterView) -> RuleResult:
         return (len(fails) >= cfg.min_senders
                 and len(fails) > cfg.blame_fraction * view.trusted_probers(x, k))
 
-    for x in sorted(rounds[0]):
-        if not all(towards(x, k) for k in range(need)):
-            continue
+    blamed = [x for x in sorted(rounds[0]) if all(towards(x, k) for k in range(need))]
+    from_blamed: dict[str, list[PairStatus]] = {}
+    for st in view.round_failures(0):
+        if st.sender in blamed and "mtu" in st.kinds and not (st.kinds & PATH_KINDS):
+            from_blamed.setdefault(st.sender, []).append(st)
+    for x in blamed:
         fails = rounds[0][x]
-        title = (f"MTU black hole towards {x}: full-size overlay packets from "
+        title = (f"MTU black hole at {x}: full-size overlay packets from "
                  f"{len(fails)} of {view.trusted_probers(x)} peers are lost, small ones pass")
         evidence = [_mtu_of(view, x)] + [f"{st.sender} -> {x}: echo ok, MTU-sized echo "
                                            f"(DF) lost ({st.rounds} rounds)" for st in fails]
+        back = from_blamed.get(x, [])
+        if back:
+            evidence.append(f"{x}'s own MTU-sized probes fail too (the full-size answers "
+                            f"cross the same path): " + ", ".join(st.target for st in back))
         acc.diagnoses.append(diagnosis("overlay.mtu-blackhole", Severity.ERROR, (x,), title,
                                        evidence, FIX.format(scope=x)))
         acc.explains.update((st.sender, x) for st in fails)
+        acc.explains.update((x, st.target) for st in back)
     rest = [st for st, kinds in view.confirmed_failures()
             if "mtu" in kinds and not (st.kinds & PATH_KINDS)
             and (st.sender, st.target) not in acc.explains]

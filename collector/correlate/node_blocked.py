@@ -79,25 +79,22 @@ def evaluate(view: ClusterView) -> RuleResult:
         return acc.result()
     maps = [_maps(view, k) for k in range(need)]
 
-    def inbound(x: str, rounds: int = need) -> bool:
-        for k, (fin, _) in enumerate(maps[:rounds]):
-            fails = {st.sender for st in fin.get(x, [])}
-            if not (len(fails) >= cfg.min_senders
-                    and len(fails) > cfg.blame_fraction * view.trusted_probers(x, k)):
-                return False
-        return True
-
-    def outbound(x: str, arrived_excuses: bool) -> bool:
-        """X's probes fail to most targets. With `arrived_excuses` (X is inbound-blocked),
-        a probe the target's capture saw arrive does not count: its answer died on the way
-        back into X, which the inbound verdict already explains."""
-        if x not in view.live:
+    def holds(x: str, inbound: bool, strong: bool, rounds: int = need) -> bool:
+        """Most of X's probers fail to reach it (inbound) or most of X's targets are not
+        reached (outbound), in each of `rounds` rounds. `strong`: count only probes that never
+        arrived (the receiver's capture saw none, or there is no capture to ask); a probe that
+        arrived but got no answer may have lost its answer on the way back instead."""
+        if not inbound and x not in view.live:
             return False
-        for k, (_, fout) in enumerate(maps):
-            fails = {st.target for st in fout.get(x, [])
-                     if not (arrived_excuses and st.wire_seen != 0)}
-            if not (len(fails) >= cfg.min_senders
-                    and len(fails) > cfg.blame_fraction * view.probed_out(x, k)):
+        for k in range(rounds):
+            fin, fout = maps[k]
+            if inbound:
+                fails = {st.sender for st in fin.get(x, ()) if not strong or not st.wire_seen}
+                base = view.trusted_probers(x, k)
+            else:
+                fails = {st.target for st in fout.get(x, ()) if not strong or not st.wire_seen}
+                base = view.probed_out(x, k)
+            if not (len(fails) >= cfg.min_senders and len(fails) > cfg.blame_fraction * base):
                 return False
         return True
 
@@ -105,24 +102,30 @@ def evaluate(view: ClusterView) -> RuleResult:
     for x in sorted(set(fin) | set(fout)):
         if x in view.stale:
             continue
-        is_in = inbound(x)
-        pending = not is_in and inbound(x, rounds=1)
-        # while X's inbound fails (even before it is confirmed), X's probes that arrived but
-        # got no answer are explained by that, not by X's egress: no outbound verdict on them
-        is_out = outbound(x, arrived_excuses=is_in or pending)
-        if pending and not is_out:
-            # the inbound verdict is one round from confirmation: hold its symptoms back
-            # rather than report them as pair failures for one round
-            acc.explains.update((st.sender, x) for st in fin.get(x, []))
-            acc.explains.update((x, st.target) for st in fout.get(x, []) if st.wire_seen != 0)
-        if not (is_in or is_out):
+        ins, outs = fin.get(x, []), fout.get(x, [])
+        strong_in, strong_out = holds(x, True, True), holds(x, False, True)
+        if strong_in and strong_out:
+            verdict = "isolated"
+        elif strong_in:
+            verdict = "inbound"
+        elif strong_out:
+            verdict = "outbound"
+        elif holds(x, True, False):
+            verdict = "inbound"  # X's capture saw them: X's host drops or does not answer
+        elif holds(x, False, False) and not holds(x, True, False, rounds=1):
+            # (while X's inbound fails, X's unanswered probes are explained by it)
+            verdict = "outbound"
+        else:
+            if holds(x, True, False, rounds=1) or holds(x, False, False, rounds=1):
+                # a node-level verdict is one round from confirmation: hold its symptoms
+                # back rather than report them as pair failures for one round
+                acc.explains.update((st.sender, x) for st in ins)
+                acc.explains.update((x, st.target) for st in outs)
             continue
         d = view.live.get(x)
         port, dev = vxlan_port(d), vxlan_dev(d)
-        ins, outs = fin.get(x, []), fout.get(x, [])
-        replies = [st for st in outs if st.wire_seen != 0] if is_in and not is_out else []
-        evidence = []
-        if is_in and is_out:
+        evidence: list[str] = []
+        if verdict == "isolated":
             where, why = _where(x, ins)
             title = (f"{x} is cut off from the overlay: {len(ins)} of "
                      f"{view.trusted_probers(x)} peers cannot reach it, it cannot reach "
@@ -132,7 +135,9 @@ def evaluate(view: ClusterView) -> RuleResult:
             acc.diagnoses.append(diagnosis("overlay.node-isolated", Severity.ERROR, (x,), title,
                                            evidence, ISOLATED_FIX.format(node=x, port=port,
                                                                           dev=dev)))
-        elif is_in:
+            acc.explains.update((st.sender, x) for st in ins)
+            acc.explains.update((x, st.target) for st in outs)
+        elif verdict == "inbound":
             where, why = _where(x, ins)
             tcp_ok = [st for st in ins if st.tcp_ok]
             place = {"fabric": "the fabric (security group / ACL) drops UDP "
@@ -147,6 +152,7 @@ def evaluate(view: ClusterView) -> RuleResult:
                 evidence.append(f"TCP to {x}'s agent port works from "
                                 f"{plural(len(tcp_ok), 'peer')}: {x} is up")
             evidence += pair_lines(ins)
+            replies = [st for st in outs if st.wire_seen]
             if replies:
                 evidence.append(f"{x}'s own probes to {plural(len(replies), 'peer')} arrive "
                                 f"(their captures saw them) but the answers back into {x} "
@@ -156,6 +162,8 @@ def evaluate(view: ClusterView) -> RuleResult:
             acc.diagnoses.append(diagnosis("overlay.node-inbound-blocked", Severity.ERROR, (x,),
                                            title, evidence,
                                            fix.format(node=x, port=port, dev=dev)))
+            acc.explains.update((st.sender, x) for st in ins)
+            acc.explains.update((x, st.target) for st in replies)
         else:
             never = [st for st in outs if st.wire_seen == 0]
             title = (f"overlay traffic from {x} fails to {len(outs)} of "
@@ -168,13 +176,15 @@ def evaluate(view: ClusterView) -> RuleResult:
                 evidence.append(f"targets saw {x}'s packets arrive; their answers do not "
                                 f"come back to {x} (return path, {x}'s rp_filter/firewall)")
             evidence += pair_lines(outs)
+            answers = [st for st in ins if st.wire_seen]
+            if answers:
+                evidence.append(f"peers' probes reach {x} ({x}'s capture saw them) but {x}'s "
+                                f"answers die on the same way out:")
+                evidence += pair_lines(answers)
             acc.diagnoses.append(diagnosis("overlay.node-outbound-blocked", Severity.ERROR,
                                            (x,), title, evidence,
                                            OUTBOUND_FIX.format(node=x, port=port, dev=dev)))
-        acc.blames.add(x)
-        if is_in:
-            acc.explains.update((st.sender, x) for st in ins)
-            acc.explains.update((x, st.target) for st in replies)
-        if is_out:
             acc.explains.update((x, st.target) for st in outs)
+            acc.explains.update((st.sender, x) for st in answers)
+        acc.blames.add(x)
     return acc.result()
