@@ -75,8 +75,10 @@ class Prober:
         self.seen = SeenTally()
         self.capture: Capture | None = None
         self.listener: ReplyListener | None = None
-        #: Why echo/mtu cannot be answered here (no capture), shown as their error.
+        #: Why the capture or the echo-reply socket is not running (the daemon reports it).
         self.capture_error = ""
+        #: Why echo/mtu cannot be answered here (no echo-reply socket), shown as their error.
+        self.echo_error = ""
         self.responder_error = ""
         self._responder: UdpResponder | None = None
         self._send_sock: socket.socket | None = None
@@ -106,14 +108,16 @@ class Prober:
         if self.config.capture and not self.underlay_dev and self.underlay_ip:
             self.underlay_dev = _device_holding(self.underlay_ip)
         if self.config.capture:
+            errors = []
             listener = ReplyListener(self.node_name, self._on_stack_reply)
             try:
                 listener.start()
                 self.listener = listener
             except CaptureError as exc:
-                self.capture_error = str(exc)
+                self.echo_error = str(exc)
+                errors.append(str(exc))
             if not self.underlay_dev:
-                self.capture_error = "no underlay interface known: capture not started"
+                errors.append("no underlay interface known: capture not started")
             else:
                 cap = Capture(self.node_name, self.underlay_dev, self.vxlan_port,
                               on_reply=self._on_reply, seen=self.seen)
@@ -121,7 +125,11 @@ class Prober:
                     cap.start()
                     self.capture = cap
                 except CaptureError as exc:
-                    self.capture_error = self.capture_error or str(exc)
+                    if str(exc) not in errors:
+                        errors.append(str(exc))
+            self.capture_error = "; ".join(errors)
+        else:
+            self.echo_error = "capture disabled (ProberConfig.capture=False)"
         if self.config.udp_responder:
             responder = UdpResponder(bind_ip, self.config.control_port, self.seen)
             try:
@@ -181,8 +189,7 @@ class Prober:
                                answered=None if kind == "wire" else 0)
                 tallies.append(t)
                 if kind in ("echo", "mtu") and self.listener is None:
-                    t.errors.append(self.capture_error or "echo reply socket not running")
-                    continue
+                    t.errors.append(self.echo_error or "echo reply socket not running")
         by_key = {(t.peer, t.kind): t for t in tallies}
         for i in range(self.config.probes_per_kind):
             for plan in plans:
@@ -207,7 +214,8 @@ class Prober:
                         break
                     self._service(sel, udp_pending, tcp_pending, wait)
                 self._send_one(peer, t, sel, udp_pending, tcp_pending)
-                next_send += gap
+                # never catch up in a burst after a stall: the budget is a ceiling
+                next_send = max(next_send, time.monotonic()) + gap
             deadline = time.monotonic() + self.config.reply_timeout_s
             while time.monotonic() < deadline:
                 if not udp_pending and not tcp_pending and not self._waiting_echoes():
