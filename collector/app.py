@@ -230,6 +230,34 @@ def intern_strings(data: Any) -> Any:
     return data
 
 
+class ReportRejected(Exception):
+    """A posted body that is not a valid NodeReport; `field` names where (or "" for all)."""
+
+    def __init__(self, reason: str, message: str, field_path: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.field = field_path
+
+
+def parse_report_body(body: bytes) -> NodeReport:
+    """Decode and validate one posted report (pure). Raises ReportRejected and nothing else,
+    whatever the bytes are."""
+    try:
+        data = intern_strings(json.loads(body, parse_constant=_reject_constant))
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise ReportRejected("bad_json", f"invalid JSON: {str(exc)[:200]}") from None
+    try:
+        report = NodeReport.from_dict(data)
+        if len(report.node.name) > NODE_NAME_MAX_CHARS:
+            raise SchemaError("node.name", f"longer than {NODE_NAME_MAX_CHARS} characters")
+    except SchemaError as exc:
+        raise ReportRejected("schema", str(exc)[:500], exc.field) from None
+    except (ValueError, TypeError, AttributeError, KeyError, RecursionError) as exc:
+        raise ReportRejected("schema", f"invalid report: {str(exc)[:200]}") from None
+    return report
+
+
 def _json_error(status: int, message: str, field_path: str | None = None,
                 headers: Mapping[str, str] | None = None) -> web.Response:
     body: dict[str, Any] = {"error": message}
@@ -354,20 +382,10 @@ async def post_report(request: web.Request) -> web.Response:
         metrics.rejected("too_large")
         return _json_error(413, f"report larger than {config.max_body_bytes} bytes")
     try:
-        data = intern_strings(json.loads(body, parse_constant=_reject_constant))
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        metrics.rejected("bad_json")
-        return _json_error(400, f"invalid JSON: {str(exc)[:200]}", "")
-    try:
-        report = NodeReport.from_dict(data)
-        if len(report.node.name) > NODE_NAME_MAX_CHARS:
-            raise SchemaError("node.name", f"longer than {NODE_NAME_MAX_CHARS} characters")
-    except SchemaError as exc:
-        metrics.rejected("schema")
-        return _json_error(400, str(exc)[:500], exc.field)
-    except (ValueError, TypeError, RecursionError) as exc:
-        metrics.rejected("schema")
-        return _json_error(400, f"invalid report: {str(exc)[:200]}", "")
+        report = parse_report_body(body)
+    except ReportRejected as exc:
+        metrics.rejected(exc.reason)
+        return _json_error(400, exc.message, exc.field)
 
     name = report.node.name
     if name not in state.nodes and len(state.nodes) >= config.max_nodes:

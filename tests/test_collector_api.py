@@ -304,3 +304,52 @@ async def test_refuses_new_nodes_beyond_the_cap(aiohttp_client, tmp_path) -> Non
     assert resp.status == 507
     resp = await client.post("/api/v1/reports", json=node_report("n1", "1.2.3.4"), headers=AUTH)
     assert resp.status == 200
+
+
+# --- garbage never crashes the decoder ------------------------------------------------------------
+
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+from collector.app import ReportRejected, parse_report_body  # noqa: E402
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    max_leaves=12)
+
+
+def _paths(value, prefix=()):  # type: ignore[no-untyped-def]
+    yield prefix
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _paths(v, (*prefix, k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _paths(v, (*prefix, i))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_a_mutated_report_is_accepted_or_rejected_cleanly(data) -> None:
+    report = node_report("node1", "1.2.3.4")
+    paths = [p for p in _paths(report) if p]
+    path = data.draw(st.sampled_from(paths))
+    target = report
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = data.draw(JSON_VALUES)
+    try:
+        parsed = parse_report_body(json.dumps(report).encode())
+    except ReportRejected as exc:
+        assert exc.reason == "schema" and exc.message
+    else:
+        assert parsed.node.name
+
+
+@settings(max_examples=200, deadline=None)
+@given(body=st.binary(max_size=200) | JSON_VALUES.map(lambda v: json.dumps(v).encode()))
+def test_arbitrary_bytes_are_rejected_cleanly(body: bytes) -> None:
+    with pytest.raises(ReportRejected):
+        parse_report_body(body)
