@@ -327,3 +327,18 @@ def test_ipvs_gather_reads_proc_net_ip_vs() -> None:
                                    ["eth0", "kube-ipvs0"]), CTX)
     (f,) = [f for f in out.findings if f.id == "ipvs.no-real-servers"]
     assert f.severity == Severity.ERROR and "10.96.0.1:443" in f.title
+
+
+def test_thousands_of_services_without_endpoints_stay_a_bounded_list() -> None:
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent.parent / "bench"))
+    from gen_kube_proxy_dump import generate_iptables_save
+
+    text = "\n".join(generate_iptables_save(300, 2, no_endpoints_every=2)) + "\n"
+    found = by_id(iptables.evaluate(facts_for(("iptables-save", text)), CTX),
+                  "iptables.no-endpoints")
+    assert len(found) == iptables.NO_ENDPOINTS_FINDINGS_MAX + 1
+    assert found[-1].title == "100 more Service ports have no endpoints"
+    assert all(f.severity == Severity.ERROR for f in found)

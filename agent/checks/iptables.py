@@ -45,6 +45,9 @@ OVERLAY_PORTS = (VXLAN_PORT_LINUX, VXLAN_PORT_IANA)
 SERVICE_VIPS_INLINE_MAX = 256
 #: Evidence quotes at most this many rule lines per finding.
 EVIDENCE_MAX_LINES = 12
+#: One finding per Service port up to this many; the rest are named in one more finding (a
+#: node where every Service lost its endpoints must not send 10k findings).
+NO_ENDPOINTS_FINDINGS_MAX = 50
 WALK_MAX_DEPTH = 8
 LEGACY_TABLES_PROC = "net/ip_tables_names"
 #: kube-proxy's masquerade mark: its KUBE-FORWARD ACCEPT for it covers Service traffic only.
@@ -264,7 +267,9 @@ def _no_endpoints(rules: KubeProxyRules, dump: IptablesDump, ctx: CheckContext,
                              evidence=f"{where}{count} Service VIP:ports in KUBE-SERVICES/"
                                       "KUBE-NODEPORTS, no 'has no endpoints' rule")]
     out = []
-    for service, items in sorted(by_service.items()):
+    ordered = sorted(by_service.items(),
+                     key=lambda kv: (all("(no local endpoints)" in i for i in kv[1]), kv[0]))
+    for service, items in ordered[:NO_ENDPOINTS_FINDINGS_MAX]:
         ns, _, rest = service.partition("/")
         name = rest.partition(":")[0] if rest else service.partition(":")[0]
         # "has no local endpoints" only: externalTrafficPolicy Local with no pod on this node
@@ -283,6 +288,15 @@ def _no_endpoints(rules: KubeProxyRules, dump: IptablesDump, ctx: CheckContext,
         out.append(SPEC.finding("iptables.no-endpoints", severity, ctx.node, title=title,
                                 evidence=evidence + (f"\n({note})" if note else ""),
                                 remediation=remediation))
+    rest_items = ordered[NO_ENDPOINTS_FINDINGS_MAX:]
+    if rest_items:
+        any_error = any(not all("(no local endpoints)" in i for i in items)
+                        for _s, items in rest_items)
+        out.append(SPEC.finding(
+            "iptables.no-endpoints", Severity.ERROR if any_error else Severity.WARNING,
+            ctx.node, title=f"{where}{len(rest_items)} more Service ports have no "
+                            f"{'' if any_error else 'local '}endpoints",
+            evidence="\n".join(service for service, _items in rest_items)))
     return out
 
 

@@ -27,6 +27,8 @@ IPVSADM_TIMEOUT_S = 10.0
 #: on kube-ipvs0 is a NodePort (programmed on every local address: node-specific).
 NODE_PORT_RANGE = (30000, 32767)
 EVIDENCE_MAX_LINES = 12
+#: One finding per virtual server (NodePorts grouped) up to this many, then one for the rest.
+NO_REAL_SERVERS_FINDINGS_MAX = 50
 
 SPEC = CheckSpec(
     name="ipvs",
@@ -185,7 +187,16 @@ def evaluate_table(table: IpvsTable, ctx: CheckContext, source: str = "ipvsadm -
             groups.setdefault(f"{vs.protocol.upper()} {vs.key.split('/', 1)[1]}", []).append(vs)
     excerpt = "" if table.has_header else (" (an excerpt without the header: a grep can hide "
                                            "the real-server lines)")
-    for label, vss in sorted(groups.items()):
+    ordered = sorted(groups.items())
+    if len(ordered) > NO_REAL_SERVERS_FINDINGS_MAX:
+        rest = ordered[NO_REAL_SERVERS_FINDINGS_MAX:]
+        ordered = ordered[:NO_REAL_SERVERS_FINDINGS_MAX]
+        out.append(SPEC.finding("ipvs.no-real-servers",
+                                Severity.ERROR if table.has_header else Severity.WARNING,
+                                ctx.node, title=f"{len(rest)} more IPVS virtual servers have no "
+                                                "real servers",
+                                evidence="\n".join(label for label, _v in rest)))
+    for label, vss in ordered:
         lines = [f"{source}:{vs.lineno}: {vs.line.strip()}" for vs in vss[:EVIDENCE_MAX_LINES]]
         lines.append("(no '->' real-server line follows)" + excerpt)
         out.append(SPEC.finding("ipvs.no-real-servers",
