@@ -111,3 +111,15 @@ def test_outbound_block_also_loses_answers_to_peers_but_is_not_isolated() -> Non
     diags = correlate(sim.latest, sim.now, sim.history)
     assert _ids(diags) == [("overlay.node-outbound-blocked", ("node2",))]
     assert "answers die on the same way out" in diags[0].evidence
+
+
+def test_the_nodes_own_finding_is_quoted_as_the_local_cause() -> None:
+    from agent.report import Finding
+    down = (Finding("vxlan.device-down", Severity.ERROR, "node2",
+                    "VXLAN device flannel.1 is down"),)
+    sim = simulate(nodes(4), findings={"node2": down},
+                   lost=lambda s, t: {"echo", "mtu"} if "node2" in (s, t) else set())
+    diags = correlate(sim.latest, sim.now, sim.history)
+    assert [d.id for d in diags] == ["overlay.node-inbound-blocked"]
+    assert diags[0].title.endswith("node2's own check: vxlan.device-down")
+    assert "VXLAN device flannel.1 is down" in diags[0].evidence

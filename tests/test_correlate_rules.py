@@ -218,11 +218,9 @@ def test_pair_rounds_skip_rounds_where_the_pair_was_not_probed() -> None:
 
 
 def test_list_facts_are_not_drift() -> None:
-    sim = simulate(nodes(4), facts={"node2": {"iptables_backends": ["iptables-save:nft",
-                                                                     "iptables-legacy-save:legacy"]},
-                                    "node1": {"iptables_backends": ["iptables-save:nft"]},
-                                    "node3": {"iptables_backends": ["iptables-save:nft"]},
-                                    "node4": {"iptables_backends": ["iptables-save:nft"]}})
+    backends = {n: {"iptables_backends": ["iptables-save:nft"]} for n in nodes(4)}
+    backends["node2"] = {"iptables_backends": ["iptables-save:nft", "iptables-legacy-save:legacy"]}
+    sim = simulate(nodes(4), facts=backends)
     assert correlate(sim.latest, sim.now, sim.history) == ()
 
 

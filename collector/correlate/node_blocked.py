@@ -16,10 +16,10 @@ isolated is both at once (new id `overlay.node-isolated`).
 
 from __future__ import annotations
 
-from agent.report import Severity
+from agent.report import Finding, Severity
 from collector.correlate.base import (ClusterView, RuleResult, _Acc, diagnosis, name_list,
                                       pair_lines, plural, vxlan_dev, vxlan_port)
-from collector.correlate.model import PATH_KINDS, PairStatus
+from collector.correlate.model import PATH_KINDS, NodeDigest, PairStatus
 
 FABRIC_FIX = ("Open UDP {port} (VXLAN) inbound to {node} from the other nodes: compare "
               "{node}'s security group(s) and subnet network ACL with a working node's; e.g. "
@@ -57,6 +57,18 @@ def _where(target: str, fails: list[PairStatus]) -> tuple[str, str]:
                          f"and {target} may drop them")
     return "unknown", (f"no capture data from {target}: {target} or the fabric in front of it "
                        f"(cannot tell which)")
+
+
+#: The node's own findings that name a local cause of overlay loss: quoted as corroboration.
+LOCAL_CAUSE_PREFIXES = ("vxlan.", "iptables.overlay-port-blocked", "sysctl.rp-filter-strict",
+                        "sysctl.ip-forward-off")
+
+
+def _own_causes(d: NodeDigest | None) -> list[Finding]:
+    if d is None:
+        return []
+    return [f for f in d.report.findings
+            if f.severity >= Severity.WARNING and f.id.startswith(LOCAL_CAUSE_PREFIXES)]
 
 
 def _maps(view: ClusterView, k: int) -> tuple[dict[str, list[PairStatus]],
@@ -125,11 +137,14 @@ def evaluate(view: ClusterView) -> RuleResult:
         d = view.live.get(x)
         port, dev = vxlan_port(d), vxlan_dev(d)
         evidence: list[str] = []
+        own = _own_causes(d)
+        own_note = f"; {x}'s own check: {', '.join(sorted({f.id for f in own}))}" if own else ""
+        evidence += [f"{x}'s own check reports {f.id}: {f.title}" for f in own]
         if verdict == "isolated":
             where, why = _where(x, ins)
             title = (f"{x} is cut off from the overlay: {len(ins)} of "
                      f"{view.trusted_probers(x)} peers cannot reach it, it cannot reach "
-                     f"{len(outs)} of {view.probed_out(x)} targets")
+                     f"{len(outs)} of {view.probed_out(x)} targets{own_note}")
             evidence += [f"inbound: {why}"] + pair_lines(ins)
             evidence += ["outbound:"] + pair_lines(outs)
             acc.diagnoses.append(diagnosis("overlay.node-isolated", Severity.ERROR, (x,), title,
@@ -146,7 +161,7 @@ def evaluate(view: ClusterView) -> RuleResult:
                      "mixed": f"the fabric and/or {x}'s host",
                      "unknown": f"{x} or the fabric in front of it"}[where]
             title = (f"overlay traffic to {x} fails from {len(ins)} of "
-                     f"{view.trusted_probers(x)} peers: {place}")
+                     f"{view.trusted_probers(x)} peers: {place}{own_note}")
             evidence.append(why)
             if tcp_ok:
                 evidence.append(f"TCP to {x}'s agent port works from "
@@ -167,7 +182,7 @@ def evaluate(view: ClusterView) -> RuleResult:
         else:
             never = [st for st in outs if st.wire_seen == 0]
             title = (f"overlay traffic from {x} fails to {len(outs)} of "
-                     f"{view.probed_out(x)} targets while others reach them")
+                     f"{view.probed_out(x)} targets while others reach them{own_note}")
             if never and len(never) == len(outs):
                 evidence.append(f"the targets' captures never saw {x}'s VXLAN packets: "
                                 f"{x}'s egress (security group egress, OUTPUT firewall, "
