@@ -26,6 +26,8 @@ from agent.report import Finding
 EXIT_USAGE = 64
 READ_LIMIT_BYTES = 512 << 20
 NOTE_EXAMPLES = 3
+#: Above this many rules a paste is not tokenized in full (seconds at kube-proxy scale).
+FULL_CHECK_MAX_RULES = 20000
 
 FORMATS = ("iptables-save", "ipvsadm", "proc-ip-vs", "conntrack-stats", "ip-link",
            "bridge-fdb", "cni-config")
@@ -91,7 +93,12 @@ def _iptables(a: Analysis, node: str) -> None:
     from agent.parsers.kube_proxy_rules import classify_kube_proxy_rules
 
     dump = parse_iptables_save(a.text)
-    dump.check_rules()
+    count = dump.rule_count()
+    if count <= FULL_CHECK_MAX_RULES:
+        dump.check_rules()  # tokenize every rule so unreadable ones are listed
+    else:
+        a.notes.append(f"{count} rules: only the chains the checks read were tokenized, so "
+                       "unreadable lines elsewhere are not listed")
     facts = iptables.Facts((iptables.SaveOutput("iptables-save", dump),))
     a.findings.extend(iptables.evaluate(facts, CheckContext(node=node)))
     rules = classify_kube_proxy_rules(dump)
