@@ -62,6 +62,7 @@ NETDIAG = [shutil.which("netdiag") or sys.executable, *([] if shutil.which("netd
 @dataclass
 class Run:
     wall_s: float
+    cpu_s: float
     max_rss_mib: float
     tree_peak_mib: float
     exit_code: int
@@ -115,7 +116,8 @@ def measure(argv: list[str]) -> Run:
     (the kernel carries the old mm's hiwater across vfork+exec), so a big bench process would
     inflate it. GNU time is a few hundred KB. Without it, os.wait4 is used (same caveat)."""
     with tempfile.NamedTemporaryFile("r", suffix=".time") as out:
-        wrapped = [GNU_TIME, "-f", "%M", "-o", out.name, *argv] if GNU_TIME else argv
+        wrapped = [GNU_TIME, "-f", "%M %U %S", "-o", out.name, *argv] if GNU_TIME else argv
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
         proc = subprocess.Popen(wrapped, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         sampler = TreeSampler(proc.pid, skip_root=bool(GNU_TIME))
@@ -129,11 +131,13 @@ def measure(argv: list[str]) -> Run:
         stderr = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
         if proc.returncode not in (0, 1, 2):
             raise RuntimeError(f"{' '.join(argv)} exited {proc.returncode}: {stderr.strip()}")
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
         if GNU_TIME:
-            max_rss = int(out.read().strip().splitlines()[-1]) * 1024
+            max_rss = int(out.read().strip().splitlines()[-1].split()[0]) * 1024
         else:
-            max_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
-    return Run(wall, max_rss / MIB, sampler.peak / MIB, proc.returncode)
+            max_rss = after.ru_maxrss * 1024
+    return Run(wall, cpu, max_rss / MIB, sampler.peak / MIB, proc.returncode)
 
 
 def _median(runs: list[Run], field: str) -> float:
@@ -148,6 +152,7 @@ def bench_check(runs: int, prefix: list[str], extra: list[str]) -> dict[str, obj
         "command": " ".join(argv),
         "runs": [asdict(r) for r in results],
         "median_wall_s": round(_median(results, "wall_s"), 3),
+        "median_cpu_s": round(_median(results, "cpu_s"), 3),
         "median_max_rss_mib": round(_median(results, "max_rss_mib"), 1),
         "median_tree_peak_mib": round(_median(results, "tree_peak_mib"), 1),
     }
@@ -213,20 +218,20 @@ def _collector_peers(prefix: list[str], url: str) -> object:
     return json.loads(proc.stdout) if proc.returncode == 0 else {"error": proc.stderr[-300:]}
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> int:
-    """SIGTERM, then the ru_maxrss of the whole tree from wait4."""
+def _stop(proc: subprocess.Popen[bytes]) -> tuple[int, float]:
+    """SIGTERM, then the ru_maxrss of the whole tree and its CPU seconds, from wait4."""
     proc.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
         if pid:
             proc.returncode = os.waitstatus_to_exitcode(status)
-            return usage.ru_maxrss * 1024
+            return usage.ru_maxrss * 1024, usage.ru_utime + usage.ru_stime
         time.sleep(0.05)
     proc.kill()
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return usage.ru_maxrss * 1024
+    return usage.ru_maxrss * 1024, usage.ru_utime + usage.ru_stime
 
 
 def bench_agent(seconds: float, interval: float, prefix: list[str]) -> dict[str, object]:
@@ -255,8 +260,8 @@ def bench_agent(seconds: float, interval: float, prefix: list[str]) -> dict[str,
             reports = _collector_peers(prefix, f"http://127.0.0.1:{port}/api/v1/peers")
             agent_sampler.stop()
             collector_sampler.stop()
-            agent_max_rss = _stop(agent)
-            collector_max_rss = _stop(collector)
+            agent_max_rss, agent_cpu = _stop(agent)
+            collector_max_rss, collector_cpu = _stop(collector)
         finally:
             for p in (agent, collector):
                 if p is not None and p.poll() is None:
@@ -270,8 +275,10 @@ def bench_agent(seconds: float, interval: float, prefix: list[str]) -> dict[str,
             "agent_steady_mib": round(statistics.median(warm) / MIB, 1),
             "agent_tree_peak_mib": round(agent_sampler.peak / MIB, 1),
             "agent_max_rss_mib": round(agent_max_rss / MIB, 1),
+            "agent_avg_cpu_millicores": round(1000 * agent_cpu / seconds),
             "collector_steady_mib": round(statistics.median(cwarm) / MIB, 1),
             "collector_max_rss_mib": round(collector_max_rss / MIB, 1),
+            "collector_avg_cpu_millicores": round(1000 * collector_cpu / seconds),
             "collector_peers": reports,
             "agent_log_tail": agent_log if not alive else "",
         }
