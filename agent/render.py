@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from agent.report import PROBE_KINDS, Finding, NodeReport, ProbeResult, Severity
+from agent.report import Finding, NodeReport, ProbeResult, Severity
 
 _COLOURS = {Severity.ERROR: "\033[31m", Severity.WARNING: "\033[33m",
             Severity.INFO: "\033[36m", Severity.OK: "\033[32m"}
@@ -93,7 +93,7 @@ def render_probe_table(report: NodeReport) -> str:
     for peer, results in by_peer.items():
         from_peer = seen.get(peer, {})
         lines.append(f"  {peer} ({ips[peer]})")
-        for kind in PROBE_KINDS:
+        for kind in ("wire", "echo", "mtu", "udp-control", "tcp-control"):
             r = results.get(kind)
             if r is None:
                 why = "n/a (peer has no VXLAN address/MAC here)" if kind in ("echo", "mtu") \

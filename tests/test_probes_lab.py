@@ -251,3 +251,22 @@ def test_calico_vxlan_probes_use_the_devices_port_and_vni(make_lab):
     for kind in ("echo", "mtu", "udp-control", "tcp-control"):
         assert answered(r, "node2", kind) == (3, 3), kind
     assert rx["node2"].count("node1", "wire") == 3   # captured on UDP 4789
+
+
+def test_without_an_agent_on_the_peer_refusals_still_tell_udp_blocked_apart(lab):
+    """One-shot against a node with no agent: its kernel refuses the agent port (TCP RST,
+    ICMP port unreachable), which still proves UDP and TCP reach it; with all UDP dropped in
+    the fabric only the UDP refusal disappears."""
+    r = probe(lab, "node1", "node2")
+    assert answered(r, "node2", "echo") == (3, 3)
+    assert "port unreachable" in r["by"][("node2", "udp-control")]["error"]
+    assert "connection refused" in r["by"][("node2", "tcp-control")]["error"]
+    with fault(lab, "fabric-drop-udp-in", "node2"):
+        r = probe(lab, "node1", "node2")
+        table = lab.exec("node1", [sys.executable, "-m", "agent.probes.oneshot", "--node-name",
+                                   "node1", "--peer", f"node2={lab.node('node2').underlay_ip}"],
+                         timeout=PROBE_RUN_TIMEOUT_S).stdout
+    assert answered(r, "node2", "udp-control") == (3, 0)
+    assert r["by"][("node2", "udp-control")]["error"] == ""
+    assert "connection refused" in r["by"][("node2", "tcp-control")]["error"]
+    assert "all UDP between here and node2 is dropped, TCP passes" in table

@@ -149,9 +149,9 @@ def test_table_names_direction_for_udp_blocked():
         "  node2 (192.168.77.12)",
         "    wire         sent 3, node2 saw ? (needs node2's capture); seen here from node2: 0",
         "    echo         LOST    0/3 (3 lost)",
+        "    mtu          LOST    0/3 (3 lost)",
         "    udp-control  LOST    0/3 (3 lost)",
         "    tcp-control  OK      3/3  rtt 0.40/0.50/0.60 ms",
-        "    mtu          LOST    0/3 (3 lost)",
         "    => all UDP between here and node2 is dropped, TCP passes: a security group/ACL "
         "drops UDP (VXLAN included); node2's capture tells which way: saw our wire probes = "
         "node2's host firewall drops them, saw nothing = the fabric or a security group",
@@ -186,3 +186,16 @@ def test_replies_seen_at_the_nic_but_not_the_stack_blame_this_node():
     ok = result_from_tally(ProbeTally("node2", "192.168.77.12", "echo", sent=3, answered=3,
                                       replies_at_nic=3, replies_in_stack=3))
     assert ok.error == ""
+
+
+def test_no_agent_on_the_peer_is_not_mistaken_for_udp_blocked():
+    res = _results(echo=0, mtu=0, udp_control=0, tcp_control=0)
+    res["udp-control"] = _r("udp-control", answered=0,
+                            error="port unreachable: 192.168.77.12 answered (UDP reaches it)")
+    res["tcp-control"] = _r("tcp-control", answered=0,
+                            error="connection refused: 192.168.77.12 answered")
+    assert probe_status(res["udp-control"]) == probe_status(res["tcp-control"]) == "refused"
+    verdict = classify_peer_path("node2", res, {})
+    assert "all UDP" not in verdict
+    assert "node2 answers UDP and TCP (no agent there" in verdict
+    assert "the VXLAN port is blocked on the path" in verdict

@@ -56,6 +56,13 @@ class _TcpAttempt:
 
 
 @dataclass
+class _UdpControl:
+    sock: socket.socket
+    peer: Peer
+    tally: ProbeTally
+
+
+@dataclass
 class _RoundPlan:
     peer: Peer
     kinds: list[str] = field(default_factory=list)
@@ -82,7 +89,9 @@ class Prober:
         self.responder_error = ""
         self._responder: UdpResponder | None = None
         self._send_sock: socket.socket | None = None
-        self._udp_sock: socket.socket | None = None
+        #: This round's udp-control sockets, one connected socket per peer, so an ICMP port
+        #: unreachable (no responder there) comes back as ECONNREFUSED: UDP reached the peer.
+        self._udp_socks: dict[str, _UdpControl] = {}
         self._own_id = sender_id(node_name)
         self._ident = int.from_bytes(self._own_id[:2], "big")
         self._seq = 0
@@ -96,15 +105,12 @@ class Prober:
         bind_ip = self.underlay_ip or ""
         self._send_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self._send_sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DO)
-        self._udp_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
             self._send_sock.bind((bind_ip, 0))
-            self._udp_sock.bind((bind_ip, 0))
         except OSError as exc:
             self.stop()
             raise OSError(exc.errno, f"cannot bind to underlay address {bind_ip}: "
                                      f"{exc.strerror}") from None
-        self._udp_sock.setblocking(False)
         if self.config.capture and not self.underlay_dev and self.underlay_ip:
             self.underlay_dev = _device_holding(self.underlay_ip)
         if self.config.capture:
@@ -144,10 +150,9 @@ class Prober:
             if part is not None:
                 part.stop()
         self.capture = self.listener = self._responder = None
-        for sock in (self._send_sock, self._udp_sock):
-            if sock is not None:
-                sock.close()
-        self._send_sock = self._udp_sock = None
+        if self._send_sock is not None:
+            self._send_sock.close()
+        self._send_sock = None
 
     def __enter__(self) -> "Prober":
         self.start()
@@ -200,8 +205,6 @@ class Prober:
                     actions.append((plan.peer, t))
 
         sel = selectors.DefaultSelector()
-        assert self._udp_sock is not None
-        sel.register(self._udp_sock, selectors.EVENT_READ, None)
         udp_pending: dict[int, _Outstanding] = {}
         tcp_pending: list[_TcpAttempt] = []
         gap = send_interval_s(self.config.packets_per_s)
@@ -226,6 +229,10 @@ class Prober:
             for attempt in tcp_pending:
                 sel.unregister(attempt.sock)
                 attempt.sock.close()
+            for ctl in self._udp_socks.values():
+                sel.unregister(ctl.sock)
+                ctl.sock.close()
+            self._udp_socks.clear()
             sel.close()
             with self._lock:
                 self._settle_echoes()
@@ -252,9 +259,15 @@ class Prober:
             if t.kind == "tcp-control":
                 tcp_pending.append(self._start_tcp(peer, t, sel, now_ns))
             elif t.kind == "udp-control":
+                ctl = self._udp_control(peer, t, sel)
                 udp_pending[seq] = _Outstanding(t, now_ns)
-                assert self._udp_sock is not None
-                self._udp_sock.sendto(marker, (peer.underlay_ip, self.config.control_port))
+                try:
+                    ctl.sock.send(marker)
+                except ConnectionRefusedError:
+                    # an earlier probe's ICMP port unreachable, reported on this send
+                    udp_pending.pop(seq, None)
+                    t.errors.append(self._udp_refused(peer))
+                    return
             else:
                 payload = self._vxlan_payload(peer, t.kind, seq, marker)
                 if t.kind != "wire":
@@ -342,8 +355,8 @@ class Prober:
     def _service(self, sel: selectors.BaseSelector, udp_pending: dict[int, _Outstanding],
                  tcp_pending: list[_TcpAttempt], timeout: float) -> None:
         for key, _ in sel.select(timeout):
-            if key.data is None:
-                self._drain_udp(udp_pending)
+            if isinstance(key.data, _UdpControl):
+                self._drain_udp(key.data, udp_pending)
                 continue
             attempt: _TcpAttempt = key.data
             err = attempt.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
@@ -360,21 +373,46 @@ class Prober:
             attempt.sock.close()
             tcp_pending.remove(attempt)
 
-    def _drain_udp(self, udp_pending: dict[int, _Outstanding]) -> None:
-        assert self._udp_sock is not None
-        while True:
+    def _udp_control(self, peer: Peer, t: ProbeTally,
+                     sel: selectors.BaseSelector) -> "_UdpControl":
+        ctl = self._udp_socks.get(peer.underlay_ip)
+        if ctl is None:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             try:
-                data, addr = self._udp_sock.recvfrom(2048)
+                sock.setblocking(False)
+                if self.underlay_ip:
+                    sock.bind((self.underlay_ip, 0))
+                sock.connect((peer.underlay_ip, self.config.control_port))
+            except OSError:
+                sock.close()
+                raise
+            ctl = _UdpControl(sock, peer, t)
+            self._udp_socks[peer.underlay_ip] = ctl
+            sel.register(sock, selectors.EVENT_READ, ctl)
+        return ctl
+
+    def _udp_refused(self, peer: Peer) -> str:
+        return (f"port unreachable: {peer.underlay_ip} answered (UDP reaches it), but nothing "
+                f"listens on UDP {self.config.control_port}")
+
+    def _drain_udp(self, ctl: "_UdpControl", udp_pending: dict[int, _Outstanding]) -> None:
+        for _ in range(64):
+            try:
+                data = ctl.sock.recv(2048)
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError:
+            except ConnectionRefusedError:
+                ctl.tally.errors.append(self._udp_refused(ctl.peer))
+                continue
+            except OSError as exc:
+                ctl.tally.errors.append(f"udp-control: {exc.strerror or exc}")
                 return
             recv_ns = time.monotonic_ns()
             marker = parse_marker(data)
             if marker is None or marker.sender_id != self._own_id:
                 continue
             out = udp_pending.pop(marker.seq, None)
-            if out is None or addr[0] != out.tally.peer_ip:
+            if out is None or out.tally is not ctl.tally:
                 continue
             out.tally.answered = (out.tally.answered or 0) + 1
             out.tally.rtts_ms.append((recv_ns - out.send_ns) / 1e6)

@@ -16,7 +16,9 @@ from agent.report import ProbeResult
 
 
 def probe_status(r: ProbeResult | None) -> str:
-    """ok | lost | partial | error | n/a | sent (wire: delivery unknown here)."""
+    """ok | lost | partial | refused | error | n/a | sent (wire: delivery unknown here).
+    `refused`: nothing answered, but the peer's kernel refused the port (TCP RST, ICMP port
+    unreachable): the peer is reachable, no agent listens there."""
     if r is None:
         return "n/a"
     if r.sent == 0:
@@ -25,7 +27,13 @@ def probe_status(r: ProbeResult | None) -> str:
         return "sent"
     if r.answered >= r.sent:
         return "ok"
-    return "lost" if r.answered == 0 else "partial"
+    if r.answered == 0:
+        return "refused" if is_refusal(r.error) else "lost"
+    return "partial"
+
+
+def is_refusal(error: str) -> bool:
+    return "connection refused" in error or "port unreachable" in error
 
 
 def classify_peer_path(peer: str, results: Mapping[str, ProbeResult],
@@ -33,9 +41,9 @@ def classify_peer_path(peer: str, results: Mapping[str, ProbeResult],
     """One line: what works and what dies between this node and `peer`, and which way."""
     st = {k: probe_status(results.get(k)) for k in
           ("wire", "echo", "mtu", "udp-control", "tcp-control")}
-    tcp_refused = "refused" in (results["tcp-control"].error if "tcp-control" in results else "")
-    tcp_up = st["tcp-control"] in ("ok", "partial") or tcp_refused
-    udp_up = st["udp-control"] in ("ok", "partial")
+    tcp_up = st["tcp-control"] in ("ok", "partial", "refused")
+    udp_up = st["udp-control"] in ("ok", "partial", "refused")
+    no_agent = st["tcp-control"] == st["udp-control"] == "refused"
     arrives_here = sum(seen_from_peer.get(k, 0) for k in ("wire", "echo", "mtu")) > 0
     came = (f"{peer}'s own VXLAN probes do arrive here, so the drop is on the way to {peer} "
             f"or in {peer}'s host firewall" if arrives_here else
@@ -43,9 +51,9 @@ def classify_peer_path(peer: str, results: Mapping[str, ProbeResult],
             f"drops them, saw nothing = the fabric or a security group")
     failed = [results[k] for k in ("wire", "echo") if st[k] == "error"]
     if failed:
-        control = ("UDP and TCP to the agent pass" if udp_up and tcp_up else
-                   "UDP to the agent is dropped while TCP passes" if tcp_up else
-                   "the agent port does not answer")
+        control = (f"UDP and TCP reach {peer}" if udp_up and tcp_up else
+                   f"UDP to {peer} is dropped while TCP passes" if tcp_up else
+                   f"{peer}'s agent port does not answer")
         return f"could not probe {peer}: {failed[0].error}; {control}"
     if st["echo"] in ("lost", "n/a") and st["udp-control"] in ("lost", "n/a") and not tcp_up \
             and st["tcp-control"] != "n/a":
@@ -70,8 +78,10 @@ def classify_peer_path(peer: str, results: Mapping[str, ProbeResult],
             return (f"all UDP between here and {peer} is dropped, TCP passes: a security "
                     f"group/ACL drops UDP (VXLAN included); {came}")
         if tcp_up or udp_up:
-            return (f"VXLAN echoes to {peer}: {some} lost while the agent port answers: the "
-                    f"VXLAN port is blocked on the path; {came}")
+            answers = (f"{peer} answers UDP and TCP (no agent there: its kernel refuses the "
+                       f"agent port)" if no_agent else "the agent port answers")
+            return (f"VXLAN echoes to {peer}: {some} lost while {answers}: the VXLAN port is "
+                    f"blocked on the path; {came}")
         return f"VXLAN echoes to {peer}: {some} lost; {came}"
     # No echo possible (Cilium-style device without an address): the wire probe only.
     parts = [f"wire probes only ({peer} has no VXLAN address known here): delivery is "
