@@ -239,3 +239,14 @@ def test_vxlan_settings_in_facts_are_not_also_drift() -> None:
                           for n in nodes(4)})
     assert [d.id for d in correlate(sim.latest, sim.now, sim.history)] == [
         "overlay.config-mismatch"]
+
+
+def test_empty_and_tiny_clusters() -> None:
+    assert correlate({}, 0.0) == ()
+    one = simulate(["node1"])
+    assert correlate(one.latest, one.now, one.history) == ()
+
+
+def test_reports_without_probes_give_no_overlay_verdict() -> None:
+    sim = simulate(nodes(3), peers=lambda s: [])
+    assert correlate(sim.latest, sim.now, sim.history) == ()

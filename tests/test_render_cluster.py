@@ -85,3 +85,10 @@ def test_large_json_has_no_rows() -> None:
     sim = _large_cluster()
     m = render_report_json(build_report_state(sim.latest, sim.now, sim.history))["matrix"]
     assert "rows" not in m and m["pairs_failing"] == 8
+
+
+def test_empty_report_renders() -> None:
+    state = build_report_state({}, T0)
+    assert "no reports yet" in render_report_text(state)
+    data = render_report_json(state)
+    assert data["nodes"] == [] and data["diagnoses"] == [] and data["matrix"]["failing"] == []

@@ -289,6 +289,10 @@ class ReachabilityMatrix:
 MAX_ROUNDS_BACK = 5
 
 
+#: kinds -> kinds + "wire" (a handful of distinct sets, shared instead of re-allocated)
+_WITH_WIRE: dict[frozenset[str], frozenset[str]] = {}
+
+
 def _pair_status(sender: NodeDigest, target_name: str, target: NodeDigest | None
                  ) -> PairStatus | None:
     kinds = sender.lost.get(target_name, _EMPTY)
@@ -298,7 +302,10 @@ def _pair_status(sender: NodeDigest, target_name: str, target: NodeDigest | None
         if target is not None and target.captures:
             wire_seen = target.seen.get((sender.name, "wire"), 0)
             if wire_seen == 0:
-                kinds = kinds | {"wire"}
+                with_wire = _WITH_WIRE.get(kinds)
+                if with_wire is None:
+                    with_wire = _WITH_WIRE[kinds] = frozenset(kinds | {"wire"})
+                kinds = with_wire
     if not kinds:
         return None
     tcp_ok = "tcp-control" in sender.answered.get(target_name, _EMPTY)
