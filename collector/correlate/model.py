@@ -23,9 +23,11 @@ from agent.report import NodeReport, Severity
 
 #: Probe kinds that test the overlay data path itself (VXLAN UDP to the peer).
 PATH_KINDS = frozenset({"wire", "echo"})
-#: Agent-reported finding id prefixes that make a node's own probes untrustworthy
-#: (e.g. its rounds overrun): such a sender is not evidence against its peers.
-UNHEALTHY_AGENT_PREFIXES = ("agent.",)
+#: Agent-reported finding ids (prefixes, at warning or worse) that make a node's own probes
+#: untrustworthy: its rounds overrun, so its probes' timeouts may be its own. Such a sender is
+#: not evidence against its peers. (`agent.post-failing` is not one: posting late says nothing
+#: about the probes.)
+UNHEALTHY_AGENT_PREFIXES = ("agent.round-overrun",)
 
 _EMPTY: frozenset[str] = frozenset()
 PAIR_SEP = "\0"
