@@ -24,7 +24,7 @@ from typing import Sequence
 
 from tests.lab import cluster
 from tests.lab.cluster import FAULTS, Lab, lab_from_state
-from tests.lab.netns import LabError, require_root
+from tests.lab.netns import NAME_PREFIX, LabError, require_root
 
 
 def parse_fault(text: str) -> tuple[str, list[str]]:
@@ -112,10 +112,17 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     states = cluster.read_states()
+    present = set(cluster._existing_namespaces())
+    recorded = {n for s in states for n in s.get("namespaces", [])}
+    others = sorted(n for n in present - recorded if n.startswith(NAME_PREFIX))
+    if others:
+        # Built by NetNS directly (other lab tests) or by a lab whose state file is gone:
+        # never removed automatically, since a live test may own them.
+        print(f"namespaces named {NAME_PREFIX}* without a lab state file (not ours to remove):"
+              f" {' '.join(others)}")
     if not states:
         print("no labs")
         return 0
-    present = set(cluster._existing_namespaces())
     for s in states:
         if s.get("persistent"):
             owner = "kept by `up`"
