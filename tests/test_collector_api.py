@@ -353,3 +353,21 @@ def test_a_mutated_report_is_accepted_or_rejected_cleanly(data) -> None:
 def test_arbitrary_bytes_are_rejected_cleanly(body: bytes) -> None:
     with pytest.raises(ReportRejected):
         parse_report_body(body)
+
+
+def test_shared_values_leave_digests_equal_and_share_what_repeats() -> None:
+    import dataclasses
+
+    from agent.report import NodeReport
+    from collector.app import share_values
+    from collector.correlate import digest_report
+
+    raw = [digest_report(NodeReport.from_dict(node_report(f"node{i}", f"1.2.3.{i}")))
+           for i in (1, 2)]
+    shared = [share_values(d) for d in raw]
+    for before, after in zip(raw, shared):
+        for f in dataclasses.fields(before):
+            assert getattr(before, f.name) == getattr(after, f.name), f.name
+    # The same probe-kind set answered by both nodes' peer is one object afterwards.
+    a, b = (d.answered["node9"] for d in shared)
+    assert a == b and a is b
