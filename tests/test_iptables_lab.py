@@ -138,3 +138,16 @@ def test_rules_in_both_backends_are_mixed_backends(ns: NetNS) -> None:
     assert "iptables-nft-save:" in f["evidence"]
     assert report["facts"]["iptables_backends"] == ["iptables-legacy-save:legacy",
                                                     "iptables-nft-save:nf_tables"]
+
+
+def test_drop_of_the_local_vxlan_devices_port_is_an_error(ns: NetNS) -> None:
+    """The port comes from the namespace's own VXLAN device (netlink), not a default."""
+    dev = f"{ns.name.split('-')[0]}-vx"
+    ns.exec(["ip", "link", "add", dev, "type", "vxlan", "id", "42", "dstport", "4789",
+             "local", "127.0.0.1"])
+    ns.exec(["iptables-restore"], input=KUBE_PROXY_RULES)
+    ns.exec(["iptables", "-A", "OUTPUT", "-p", "udp", "--dport", "4789", "-j", "REJECT"])
+    report = check_in(ns)
+    (f,) = [f for f in findings(report, "iptables.overlay-port-blocked") if f["severity"] != "ok"]
+    assert f["severity"] == "error" and f"local VXLAN device {dev}" in f["evidence"]
+    assert "-A OUTPUT -p udp -m udp --dport 4789 -j REJECT" in f["evidence"]
