@@ -342,3 +342,14 @@ def test_thousands_of_services_without_endpoints_stay_a_bounded_list() -> None:
     assert len(found) == iptables.NO_ENDPOINTS_FINDINGS_MAX + 1
     assert found[-1].title == "100 more Service ports have no endpoints"
     assert all(f.severity == Severity.ERROR for f in found)
+
+
+def test_chains_in_one_backend_are_enough() -> None:
+    mode = iptables.KubeProxyMode(True, "iptables", "kube-proxy --proxy-mode=iptables")
+    empty_nat = "*nat\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n-A PREROUTING -j X\n" \
+                ":X - [0:0]\nCOMMIT\n"
+    found = iptables.evaluate(facts_for(("iptables-nft-save", empty_nat),
+                                        ("iptables-legacy-save", KUBE_PROXY_MINIMAL),
+                                        mode=mode), CTX)
+    (f,) = by_id(found, "iptables.kube-proxy-chains-missing")
+    assert f.severity == Severity.OK

@@ -322,10 +322,10 @@ def _chains_missing(facts: Facts, ctx: CheckContext) -> list[Finding]:
         if not rules.services_chain:
             problems.append(f"{command}: nat has no KUBE-SERVICES chain")
             continue
-        for hook in ("PREROUTING", "OUTPUT"):
-            if hook not in rules.hooks:
-                problems.append(f"{command}: nat {hook} has no jump to KUBE-SERVICES")
-        if problems:
+        missing = [f"{command}: nat {hook} has no jump to KUBE-SERVICES"
+                   for hook in ("PREROUTING", "OUTPUT") if hook not in rules.hooks]
+        if missing:
+            problems += missing
             continue
         return [SPEC.finding("iptables.kube-proxy-chains-missing", Severity.OK, ctx.node,
                              title="kube-proxy's KUBE-SERVICES chain is hooked into nat "
