@@ -4,13 +4,30 @@ peers' probes, the echo, control and MTU probes.
 The contract the agent daemon and `netdiag check --peer` use:
 
     prober = Prober(node_name, overlay, underlay_ip, underlay_dev, config)
-    prober.start()                      # capture + UDP/TCP control responders
+    prober.start()                      # capture, echo-reply socket, UDP control responder
     probes, seen = prober.run_round(peers)   # one bounded round -> ProbeResult, SeenCount
     prober.stop()
 
-`peers` are `Peer` values (from the collector's peer list or `--peer NAME=IP`).
-"""
+`peers` are `Peer` values (from the collector's peer list or `--peer NAME=IP`, see
+`oneshot.prepare_prober`). `start()` never fails for lack of privilege: what could not start
+is in `capture_error` / `responder_error`, and the affected probe kinds say so in `error`.
 
+What the numbers mean (the collector relies on it):
+- `wire`: `answered` is None; the peer's `seen` counts arrivals at its NIC.
+- `echo`, `mtu`: `answered` = the peer kernel's reply reached this node's NIC (the same vantage
+  point as `seen`, before this node's firewall); a reply the NIC got but this node's stack did
+  not is named in `error` ("... reached this node's NIC but not its stack ...").
+- `udp-control`, `tcp-control`: `answered` = the peer's agent echoed / accepted. A refusal by
+  the peer's kernel (no agent there) is `answered` 0 with "port unreachable" / "connection
+  refused" in `error` (`verdict.is_refusal`): the peer is reachable over that protocol.
+- `seen`: per (peer, kind), the probes this node's capture (or UDP responder, for
+  udp-control) saw since the previous round.
+
+Modules: `frames` (bytes in/out, pure), `bpf` (kernel filters), `sampling` (which peers, pure),
+`tally` (counts -> wire values, pure), `peers` (local tables -> Peer, pure), `verdict` (one
+line per peer for the table, pure), `capture`/`responder`/`prober` (the edge: sockets and
+threads), `discover` (netlink reads), `oneshot` (`netdiag check --peer`).
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
