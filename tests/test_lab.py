@@ -270,3 +270,11 @@ def test_a_run_id_in_use_is_refused_and_the_other_lab_survives(lab: Lab) -> None
     twin.down()                                          # must not touch lab's namespaces
     assert lab.fabric.name in list_lab_namespaces()
     assert PROBES["pod1->pod2"](lab)
+
+
+def test_twenty_node_lab_routes_first_to_last(make_lab: Callable[..., Lab]) -> None:
+    lab = make_lab(nodes=20)
+    assert lab.ping("node1/pod", lab.pod_ip("node20"), timeout=T)
+    assert lab.ping("node20/pod", lab.pod_ip("node11"), timeout=T)
+    fdb = lab.exec("node20", ["bridge", "fdb", "show", "dev", "flannel.1"]).stdout
+    assert len([line for line in fdb.splitlines() if " dst 192.168.77." in line]) == 19
