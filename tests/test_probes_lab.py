@@ -270,3 +270,24 @@ def test_without_an_agent_on_the_peer_refusals_still_tell_udp_blocked_apart(lab)
     assert r["by"][("node2", "udp-control")]["error"] == ""
     assert "connection refused" in r["by"][("node2", "tcp-control")]["error"]
     assert "all UDP between here and node2 is dropped, TCP passes" in table
+
+
+def test_netdiag_check_json_with_probes_matches_the_schema(lab):
+    import jsonschema
+
+    from agent.report import NodeReport
+    from tests.test_schema import SCHEMA
+
+    with receivers(lab, "node2"):
+        proc = lab.exec("node1", [sys.executable, "-m", "agent.cli", "check", "--json",
+                                  "--node-name", "node1", "--peer",
+                                  f"node2={lab.node('node2').underlay_ip}", "--peer",
+                                  f"node3={lab.node('node3').underlay_ip}"],
+                        check=False, timeout=PROBE_RUN_TIMEOUT_S)
+    assert proc.returncode in (0, 1, 2), proc.stderr
+    data = json.loads(proc.stdout)
+    jsonschema.Draft202012Validator(SCHEMA).validate(data)
+    report = NodeReport.from_dict(data)
+    kinds = {(p.peer, p.kind) for p in report.probes}
+    assert ("node2", "echo") in kinds and ("node3", "wire") in kinds
+    assert any(o.name == "flannel.1" for o in report.overlay)
