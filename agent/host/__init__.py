@@ -206,6 +206,32 @@ class Host:
         finally:
             eth.close()
 
+    def nft_generation(self) -> int | None:
+        """The nf_tables ruleset generation (NFT_MSG_GETGEN): it changes whenever any rule,
+        chain or table changes, so a caller can skip re-reading unchanged rules. None when
+        nf_tables cannot be asked (no module, no CAP_NET_ADMIN)."""
+        self._guard("query the nf_tables generation")
+        from pyroute2.netlink import NLM_F_REQUEST
+        from pyroute2.netlink.nfnetlink.nftsocket import NFT_MSG_GETGEN, NFTSocket, nft_gen_msg
+
+        try:
+            sock = NFTSocket()
+        except OSError:
+            return None
+        try:
+            msg = nft_gen_msg()
+            msg["nfgen_family"] = 0
+            for reply in sock.request_get(msg, msg_type=NFT_MSG_GETGEN,
+                                          msg_flags=NLM_F_REQUEST):
+                gen = reply.get_attr("NFTA_GEN_ID")
+                if gen is not None:
+                    return int(gen)
+            return None
+        except Exception:  # noqa: BLE001 - no generation: the caller just re-reads
+            return None
+        finally:
+            sock.close()
+
     # --- local HTTP (component status endpoints on 127.0.0.1) --------------------------------
 
     def http_get(self, url: str, timeout: float = HTTP_TIMEOUT_S,
