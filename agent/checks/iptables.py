@@ -19,9 +19,10 @@ is `agent/checks/ipvs.py`; Cilium's kube-proxy replacement leaves no KUBE-SERVIC
 fault). Reads `iptables-legacy-save` and `iptables-nft-save` where present (the legacy one
 only when the kernel has legacy tables, /proc/net/ip_tables_names), else `iptables-save`;
 never `iptables -S/-L` (they wait on kube-proxy's xtables lock) and never `nft list` (tens of
-seconds and a GB at 400k rules). A 10k-Service save takes ~0.8 s and its child ~380 MB
-(nft backend): size the DaemonSet's memory limit for it. There is no cheap "rules changed"
-signal for nf_tables short of a netlink generation query, so the save runs every round.
+seconds and a GB at 400k rules). A 10k-Service save takes ~0.8-3.6 s and its child ~350 MB
+(nft backend): size the DaemonSet's memory limit for it. A long-running agent re-runs an
+nf_tables save only when the ruleset generation (NFT_MSG_GETGEN, `Host.nft_generation`) has
+changed since the last one.
 """
 
 from __future__ import annotations
@@ -170,8 +171,32 @@ def gather(host: Host, ctx: CheckContext) -> Facts:
         if not host.which("iptables-save"):
             raise ToolMissing("iptables-save")
         commands = ["iptables-save"]
-    saves = tuple(_save(host, c) for c in commands)
+    saves = tuple(_save_unless_unchanged(host, c) for c in commands)
     return Facts(saves, _kube_proxy_mode(host), _vxlan_ports(host))
+
+
+#: The daemon reruns the checks every interval, and a 10k-Service save costs seconds and a
+#: few hundred MB in the child. An nf_tables save is reused while the ruleset generation it was
+#: taken at is unchanged (nothing in any nftables table changed since); the cost is keeping the
+#: parsed dump (about its text's size) between rounds, and chain counters in the evidence that
+#: may be as old as the last change. Legacy tables have no generation: always re-read.
+_NFT_SAVES: dict[str, tuple[int, SaveOutput]] = {}
+
+
+def _save_unless_unchanged(host: Host, command: str) -> SaveOutput:
+    ask = getattr(host, "nft_generation", None)
+    gen = ask() if callable(ask) and "legacy" not in command else None
+    if gen is None:
+        return _save(host, command)
+    cached = _NFT_SAVES.get(command)
+    if cached is not None and cached[0] == gen:
+        return cached[1]
+    out = _save(host, command)
+    if out.dump is not None and out.dump.backend in ("nf_tables", "") and ask() == gen:
+        _NFT_SAVES[command] = (gen, out)  # nothing changed while it ran: safe to reuse
+    else:
+        _NFT_SAVES.pop(command, None)
+    return out
 
 
 def _legacy_tables_loaded(host: Host) -> bool:
