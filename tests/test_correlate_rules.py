@@ -250,3 +250,10 @@ def test_empty_and_tiny_clusters() -> None:
 def test_reports_without_probes_give_no_overlay_verdict() -> None:
     sim = simulate(nodes(3), peers=lambda s: [])
     assert correlate(sim.latest, sim.now, sim.history) == ()
+
+
+def test_history_in_any_order() -> None:
+    sim = simulate(nodes(5), rounds=3, lost=lambda s, t: {"wire"} if t == "node2" else set())
+    shuffled = {n: list(reversed(rs)) for n, rs in sim.history.items()}
+    assert correlate(sim.latest, sim.now, shuffled) == correlate(sim.latest, sim.now, sim.history)
+    assert "(3 rounds)" in correlate(sim.latest, sim.now, shuffled)[0].evidence

@@ -172,15 +172,29 @@ def as_digests(reports: Mapping[str, ReportLike] | Sequence[ReportLike] | None
     return out
 
 
-def previous_rounds(latest: NodeDigest, history: Sequence[ReportLike] | None
-                    ) -> list[NodeDigest]:
-    """The node's earlier rounds, newest first, excluding the latest (matched by time)."""
+def previous_rounds(latest: NodeDigest, history: Sequence[ReportLike] | None,
+                    limit: int | None = None) -> list[NodeDigest]:
+    """The node's earlier rounds, newest first, excluding the latest (matched by time), at
+    most `limit`. History kept oldest first (the usual append order) is read from its end."""
     if not history:
         return []
     at = latest.collected_at
-    out = [d for d in map(as_digest, history) if d.collected_at < at]
-    if len(out) > 1:
-        out.sort(key=lambda d: d.collected_at, reverse=True)
+    out: list[NodeDigest] = []
+    ordered = True
+    last = None
+    for item in reversed(history):
+        d = item if isinstance(item, NodeDigest) else digest_report(item)
+        if last is not None and d.collected_at > last:
+            ordered = False
+            break
+        last = d.collected_at
+        if d.collected_at < at:
+            out.append(d)
+            if limit is not None and len(out) >= limit:
+                break
+    if not ordered:
+        out = sorted((d for d in map(as_digest, history) if d.collected_at < at),
+                     key=lambda d: d.collected_at, reverse=True)[:limit]
     return out
 
 
@@ -418,9 +432,9 @@ def build_matrix(reports: Mapping[str, ReportLike] | Sequence[ReportLike],
     if latest and history:
         prev: dict[str, list[NodeDigest]] = {}
         for n, d in live.items():
-            p = previous_rounds(d, history.get(n))
+            p = previous_rounds(d, history.get(n), max_rounds_back)
             if p:
-                prev[n] = p[:max_rounds_back]
+                prev[n] = p
         depth = max((len(p) for p in prev.values()), default=0)
         for k in range(depth):
             senders = [p[k] for p in prev.values() if len(p) > k]
