@@ -44,7 +44,7 @@ def evaluate(view: ClusterView) -> RuleResult:
     acc = _Acc()
     cfg = view.config
     # one C-level pass over every (key, value) of every live node
-    pair_counts = Counter(chain.from_iterable(d.fact_items for d in view.live.values()))
+    pair_counts = Counter(chain.from_iterable(d.facts.items() for d in view.live.values()))
     votes: dict[str, Counter] = {}
     for (key, value), n in pair_counts.items():
         c = votes.get(key)

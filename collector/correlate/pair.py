@@ -23,10 +23,9 @@ def _detail(view: ClusterView, st: PairStatus) -> list[str]:
     lines = [st.describe()]
     sd = view.live.get(st.sender)
     if sd:
-        ans = sd.answered.get(st.target, frozenset())
-        if "tcp-control" in ans and ("udp-control" in st.kinds):
+        if st.tcp_ok and "udp-control" in st.kinds:
             lines.append("UDP to the agent port is lost, TCP works")
-        elif "tcp-control" in ans:
+        elif st.tcp_ok:
             lines.append("TCP to the agent port works: both nodes are up")
     others = view.trusted_probers(st.target) - 1
     if others > 0:
