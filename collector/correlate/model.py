@@ -70,8 +70,9 @@ class NodeDigest:
     wire_targets: frozenset[str]
     #: peer -> kinds (not wire) that were sent and got no answer at all (sparse)
     lost: Mapping[str, frozenset[str]]
-    #: peers whose TCP control probe was answered (the peer is up)
-    tcp_answered: frozenset[str]
+    #: peer -> kinds (not wire) that were sent and answered at least once (the kind sets are
+    #: shared objects: a handful of distinct values across the cluster)
+    answered: Mapping[str, frozenset[str]]
     #: peer -> how many of its wire probes this node's capture saw (only counts > 0)
     seen_wire: Mapping[str, int]
     #: wire probes sent per peer: one int when every peer got the same number, else a dict
@@ -106,7 +107,7 @@ def digest_report(report: NodeReport) -> NodeDigest:
     targets: set[str] = set()
     wire_sent: dict[str, int] = {}
     lost: dict[str, set[str]] = {}
-    tcp_answered: set[str] = set()
+    answered: dict[str, set[str]] = {}
     for p in report.probes:
         sent = p.sent
         if sent <= 0:
@@ -115,13 +116,11 @@ def digest_report(report: NodeReport) -> NodeDigest:
         targets.add(peer)
         if kind == "wire":
             wire_sent[peer] = wire_sent.get(peer, 0) + sent
-        elif p.answered:
-            if kind == "tcp-control":
-                tcp_answered.add(peer)
         else:
-            got = lost.get(peer)
+            bucket = answered if p.answered else lost
+            got = bucket.get(peer)
             if got is None:
-                lost[peer] = {kind}
+                bucket[peer] = {kind}
             else:
                 got.add(kind)
     seen_wire: dict[str, int] = {}
@@ -148,7 +147,7 @@ def digest_report(report: NodeReport) -> NodeDigest:
         name=name, collected_at=report.collected_at, interval_s=report.interval_s,
         report=report, targets=target_set, wire_targets=wire_set,
         lost={k: _kinds(v) for k, v in lost.items()},
-        tcp_answered=frozenset(tcp_answered), seen_wire=seen_wire,
+        answered={k: _kinds(v) for k, v in answered.items()}, seen_wire=seen_wire,
         wire_sent=counts.pop() if len(counts) == 1 else wire_sent,
         facts=facts, unhealthy=unhealthy,
         captures=bool(wire_sent) or bool(report.seen),
@@ -338,7 +337,7 @@ def _pair_status(sender: NodeDigest, target_name: str, target: NodeDigest | None
                 kinds = with_wire
     if not kinds:
         return None
-    tcp_ok = target_name in sender.tcp_answered
+    tcp_ok = "tcp-control" in sender.answered.get(target_name, _EMPTY)
     return PairStatus(sender.name, target_name, kinds, 1, kinds, wire_seen, wire_sent, tcp_ok)
 
 
