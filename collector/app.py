@@ -57,6 +57,7 @@ CORRELATE_PERIOD_S = 1.0
 #: The background correlation sleeps at least this many times its own duration.
 CORRELATE_DUTY = 5.0
 PRUNE_PERIOD_S = 300.0
+TRIM_PERIOD_S = 30.0
 PEERS_VERSION_HEADER = "X-Netdiag-Peers-Version"
 #: The peer list is re-encoded at most once per this many times its encoding took.
 PEERS_REBUILD_FACTOR = 10.0
@@ -79,6 +80,8 @@ class CollectorConfig:
     prune_period_s: float = PRUNE_PERIOD_S
     #: Background tasks (periodic correlation for the timeline, pruning); tests may turn off.
     background: bool = True
+    #: Called every TRIM_PERIOD_S to return freed memory to the OS (None: never).
+    trim_memory: Callable[[], None] | None = None
 
 
 @dataclass
@@ -552,6 +555,7 @@ async def _on_startup(app: web.Application) -> None:
     if state.config.background:
         app[TASKS].append(asyncio.create_task(_correlate_loop(state)))
         app[TASKS].append(asyncio.create_task(_prune_loop(state)))
+        app[TASKS].append(asyncio.create_task(_trim_loop(state)))
 
 
 async def _correlate_loop(state: CollectorState) -> None:
@@ -567,6 +571,17 @@ async def _correlate_loop(state: CollectorState) -> None:
         except Exception:  # noqa: BLE001 - logged; the next round tries again
             log.exception("correlation failed")
             await asyncio.sleep(max(state.config.correlate_period_s, 5.0))
+
+
+async def _trim_loop(state: CollectorState) -> None:
+    """Hands memory freed by transient peaks (thousands of agents joining at once) back to
+    the OS; `config.trim_memory` is glibc's malloc_trim where available (collector.main)."""
+    trim = state.config.trim_memory
+    if trim is None:
+        return
+    while True:
+        await asyncio.sleep(TRIM_PERIOD_S)
+        await state.store.call(trim)
 
 
 async def _prune_loop(state: CollectorState) -> None:

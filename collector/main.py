@@ -23,18 +23,30 @@ M_ARENA_MAX = -8
 MALLOC_ARENAS = 2
 
 
-def limit_malloc_arenas() -> None:
-    """Like MALLOC_ARENA_MAX=2 in the environment (the image sets it too); glibc only."""
+def _libc():  # type: ignore[no-untyped-def]
     import ctypes
     import ctypes.util
 
     name = ctypes.util.find_library("c")
-    if not name:
-        return
     try:
-        ctypes.CDLL(name).mallopt(M_ARENA_MAX, MALLOC_ARENAS)
-    except (OSError, AttributeError):
-        pass
+        return ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+
+
+def limit_malloc_arenas() -> None:
+    """Like MALLOC_ARENA_MAX=2 in the environment; glibc only, a no-op elsewhere."""
+    libc = _libc()
+    if libc is not None and hasattr(libc, "mallopt"):
+        libc.mallopt(M_ARENA_MAX, MALLOC_ARENAS)
+
+
+def memory_trimmer():  # type: ignore[no-untyped-def]
+    """glibc's malloc_trim(0) (returns freed heap pages to the OS), or None."""
+    libc = _libc()
+    if libc is None or not hasattr(libc, "malloc_trim"):
+        return None
+    return lambda: libc.malloc_trim(0)
 
 
 def cmd_collector(args: argparse.Namespace) -> int:
@@ -57,7 +69,7 @@ def cmd_collector(args: argparse.Namespace) -> int:
         raise UsageError(f"--keep-rounds must be >= 2 (verdicts need two rounds), got {keep}")
     config = CollectorConfig(db_path=args.db, token=token,
                              interval_s=getattr(args, "interval", None) or 30.0,
-                             recent_per_node=keep)
+                             recent_per_node=keep, trim_memory=memory_trimmer())
     if token is None:
         log.warning("no --token-file: accepting reports from anyone who can reach %s:%d",
                     host, port)
