@@ -60,6 +60,8 @@ class _UdpControl:
     sock: socket.socket
     peer: Peer
     tally: ProbeTally
+    #: the peer's kernel refused the port (no responder): nothing more to wait for
+    refused: bool = False
 
 
 @dataclass
@@ -260,12 +262,15 @@ class Prober:
                 tcp_pending.append(self._start_tcp(peer, t, sel, now_ns))
             elif t.kind == "udp-control":
                 ctl = self._udp_control(peer, t, sel)
-                udp_pending[seq] = _Outstanding(t, now_ns)
+                if not ctl.refused:
+                    udp_pending[seq] = _Outstanding(t, now_ns)
                 try:
                     ctl.sock.send(marker)
                 except ConnectionRefusedError:
                     # an earlier probe's ICMP port unreachable, reported on this send
-                    udp_pending.pop(seq, None)
+                    ctl.refused = True
+                    for q in [q for q, out in udp_pending.items() if out.tally is t]:
+                        del udp_pending[q]
                     t.errors.append(self._udp_refused(peer))
                     return
             else:
@@ -403,6 +408,9 @@ class Prober:
                 return
             except ConnectionRefusedError:
                 ctl.tally.errors.append(self._udp_refused(ctl.peer))
+                ctl.refused = True
+                for seq in [q for q, out in udp_pending.items() if out.tally is ctl.tally]:
+                    del udp_pending[seq]
                 continue
             except OSError as exc:
                 ctl.tally.errors.append(f"udp-control: {exc.strerror or exc}")
