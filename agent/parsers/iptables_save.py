@@ -556,7 +556,7 @@ def parse_rule_line(line: str, table: str = NO_TABLE, lineno: int = 0) -> Iptabl
         if tok in JUMP_OPTIONS or tok in GOTO_OPTIONS:
             if target:
                 raise RuleSyntaxError("two targets")
-            if not values:
+            if not values or not values[0]:
                 raise RuleSyntaxError(f"{tok} without a target")
             if negate:
                 raise RuleSyntaxError("negated target")
