@@ -172,3 +172,25 @@ def test_conntrack_stats_parser_keeps_columns_by_name() -> None:
     assert "ignore" not in s.stat.columns and s.stat.total("invalid") == 112
     with pytest.raises(ConntrackCliError):
         parse_conntrack_stats("$ conntrack -S\nbash: conntrack: command not found\n")
+
+
+PASTES = sorted(str(p.relative_to(p.parents[1])) for kind in ("iptables-save", "ipvsadm",
+                                                              "conntrack-stats")
+                for p in (Path(__file__).parent / "fixtures" / kind).glob("*.txt"))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(PASTES), st.floats(0, 1), st.sampled_from(["", "\r\n", "\t"]))
+def test_any_cut_of_a_real_paste_is_analysed_without_raising(rel: str, cut: float,
+                                                            style: str) -> None:
+    from agent.analyze import analyze_texts, render_analyses
+
+    text = read_fixture(rel)
+    text = text[: int(len(text) * cut)]
+    if style == "\r\n":
+        text = text.replace("\n", "\r\n")
+    elif style == "\t":
+        text = "\n".join("\t" + line for line in text.split("\n"))
+    (result,) = analyze_texts([("paste", text)])
+    render_analyses([result])
+    assert all(not n.startswith("could not analyse") for n in result.notes), result.notes
