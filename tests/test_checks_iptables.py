@@ -389,3 +389,15 @@ def test_a_change_during_the_save_is_not_cached() -> None:
         assert not iptables._NFT_SAVES
     finally:
         iptables._NFT_SAVES.clear()
+
+
+def test_goto_does_not_come_back() -> None:
+    text = ("*filter\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:ALLOWED - [0:0]\n"
+            "-A INPUT -p udp -g ALLOWED\n-A INPUT -j DROP\n-A ALLOWED -j LOG\nCOMMIT\n")
+    found = by_id(iptables.evaluate(facts_for(("iptables-save", text)), CTX),
+                  "iptables.overlay-port-blocked")
+    assert [f.severity for f in found] == [Severity.OK]
+    jumped = text.replace("-g ALLOWED", "-j ALLOWED")
+    found = by_id(iptables.evaluate(facts_for(("iptables-save", jumped)), CTX),
+                  "iptables.overlay-port-blocked")
+    assert found and all(f.severity == Severity.WARNING for f in found)

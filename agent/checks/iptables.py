@@ -545,6 +545,8 @@ def walk_chain(dump: IptablesDump, table: str, chain: str, packet: Packet,
                                           _names_port(sub.rule, packet.dport)):
                 walk.verdict, walk.rule = sub.verdict, sub.rule
                 return walk
+            elif rule.goto and m == "yes":
+                return walk  # -g: the end of the target chain ends this one too
     return walk
 
 
