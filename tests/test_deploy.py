@@ -269,6 +269,59 @@ def test_image_has_the_node_tools_the_checks_run_and_runs_as_non_root() -> None:
     assert entrypoint == ['["netdiag"]'] and "netdiag" in scripts
 
 
+#: Debian package of each command the agent may run (bookworm names).
+TOOL_PACKAGES = {
+    **{f"{family}{variant}-save": "iptables" for family in ("iptables", "ip6tables")
+       for variant in ("", "-nft", "-legacy")},
+    "ipvsadm": "ipvsadm", "conntrack": "conntrack", "ip": "iproute2", "bridge": "iproute2",
+    "ss": "iproute2", "tc": "iproute2", "nft": "nftables", "ethtool": "ethtool",
+}
+
+
+def _tools_the_agent_runs() -> dict[str, str]:
+    """Commands named in the agent's `host.run([...])` / `host.which(...)` calls, and in
+    tuples filtered by `host.which` (`for c in ("iptables-legacy-save", ...) if host.which(c)`),
+    with the file that names each."""
+    import ast
+
+    def host_call(node: ast.AST, names: tuple[str, ...]) -> bool:
+        return (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and node.func.attr in names and isinstance(node.func.value, ast.Name)
+                and node.func.value.id == "host")
+
+    found: dict[str, str] = {}
+    for path in sorted((ROOT / "agent").rglob("*.py")):
+        if "host" in path.relative_to(ROOT / "agent").parts[:1]:
+            continue
+        rel = str(path.relative_to(ROOT))
+        for node in ast.walk(ast.parse(path.read_text(), filename=rel)):
+            if host_call(node, ("run", "which")) and node.args:  # type: ignore[attr-defined]
+                arg = node.args[0]  # type: ignore[attr-defined]
+                if isinstance(arg, (ast.List, ast.Tuple)) and arg.elts:
+                    arg = arg.elts[0]
+                if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                    found.setdefault(arg.value, rel)
+            if isinstance(node, ast.comprehension) and isinstance(node.iter, ast.Tuple) \
+                    and any(host_call(c, ("which",)) for cond in node.ifs
+                            for c in ast.walk(cond)):
+                for elt in node.iter.elts:
+                    if isinstance(elt, ast.Constant) and isinstance(elt.value, str):
+                        found.setdefault(elt.value, rel)
+    return found
+
+
+def test_image_installs_every_command_the_agent_runs() -> None:
+    run = " ".join(rest for k, rest in _instructions() if k == "RUN")
+    tools = _tools_the_agent_runs()
+    assert "ipvsadm" in tools, "the scan found nothing: has host.run changed its shape?"
+    for tool, where in sorted(tools.items()):
+        package = TOOL_PACKAGES.get(tool)
+        assert package, f"{where} runs {tool}: add its Debian package to TOOL_PACKAGES " \
+                        "and to the Dockerfile's apt-get install"
+        assert re.search(rf"apt-get install[^&]*\s{package}(\s|$)", run), \
+            f"{where} runs {tool}, but the image does not install {package}"
+
+
 def test_dockerignore_keeps_what_the_build_copies() -> None:
     ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
                if line.strip() and not line.startswith("#")}
