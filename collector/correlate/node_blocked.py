@@ -115,6 +115,8 @@ def evaluate(view: ClusterView) -> RuleResult:
         if x in view.stale:
             continue
         ins, outs = fin.get(x, []), fout.get(x, [])
+        if len(ins) < cfg.min_senders and len(outs) < cfg.min_senders:
+            continue  # too few failures for any node verdict (the common case: noise)
         strong_in, strong_out = holds(x, True, True), holds(x, False, True)
         if strong_in and strong_out:
             verdict = "isolated"
