@@ -36,6 +36,20 @@ class CaptureError(RuntimeError):
     pass
 
 
+def wait_readable(sock: socket.socket, wake_fd: int) -> bool:
+    """Block until `sock` is readable (True) or `wake_fd` is (False: stop). poll(), not
+    select(): a long-lived agent may hold file descriptors above select's 1024 limit."""
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLIN)
+    poller.register(wake_fd, select.POLLIN)
+    while True:
+        events = dict(poller.poll())
+        if wake_fd in events:
+            return False
+        if events:
+            return True
+
+
 def missing_capability_message(what: str, exc: OSError) -> str:
     return (f"{what} needs CAP_NET_RAW, which this process lacks ({exc.strerror or exc}); "
             "run the agent privileged or add NET_RAW to its capabilities")
@@ -118,8 +132,7 @@ class Capture:
         sock.setblocking(False)
         while True:
             # Blocks in the kernel until a VXLAN packet passes the filter: no idle wake-ups.
-            ready, _, _ = select.select([sock, self._wake_r], [], [])
-            if self._wake_r in ready:
+            if not wait_readable(sock, self._wake_r):
                 return
             for _ in range(CAPTURE_BATCH):
                 try:
@@ -186,8 +199,7 @@ class ReplyListener:
         sock = self._sock
         assert sock is not None
         while True:
-            ready, _, _ = select.select([sock, self._wake_r], [], [])
-            if self._wake_r in ready:
+            if not wait_readable(sock, self._wake_r):
                 return
             for _ in range(CAPTURE_BATCH):
                 try:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import select
 import socket
 import sys
 import threading
@@ -19,7 +18,7 @@ import time
 from typing import Sequence
 
 from agent.ports import AGENT_PORT, VXLAN_PORT_LINUX
-from agent.probes.capture import Capture, CaptureError, SeenTally
+from agent.probes.capture import Capture, CaptureError, SeenTally, wait_readable
 from agent.probes.frames import parse_marker
 
 UDP_MAX_DATAGRAM = 2048
@@ -56,8 +55,7 @@ class UdpResponder:
         sock = self._sock
         assert sock is not None
         while True:
-            ready, _, _ = select.select([sock, self._wake_r], [], [])
-            if self._wake_r in ready:
+            if not wait_readable(sock, self._wake_r):
                 return
             while True:
                 try:
@@ -114,8 +112,7 @@ class TcpResponder:
         sock = self._sock
         assert sock is not None
         while True:
-            ready, _, _ = select.select([sock, self._wake_r], [], [])
-            if self._wake_r in ready:
+            if not wait_readable(sock, self._wake_r):
                 return
             while True:
                 try:
