@@ -401,3 +401,16 @@ def test_goto_does_not_come_back() -> None:
     found = by_id(iptables.evaluate(facts_for(("iptables-save", jumped)), CTX),
                   "iptables.overlay-port-blocked")
     assert found and all(f.severity == Severity.WARNING for f in found)
+
+
+def test_input_policy_drop_without_an_accept_blocks_the_device_port() -> None:
+    text = ("*filter\n:INPUT DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n"
+            "-A INPUT -p tcp -m tcp --dport 22 -j ACCEPT\n"
+            "-A INPUT -m state --state RELATED,ESTABLISHED -j ACCEPT\nCOMMIT\n")
+    found = [f for f in by_id(iptables.evaluate(facts_for(("iptables-save", text),
+                                                          vxlan=(("flannel.1", 8472),)), CTX),
+                              "iptables.overlay-port-blocked") if f.severity]
+    by_port = {f.title.split("UDP ")[1].split()[0]: f for f in found}
+    assert by_port["8472"].severity == Severity.ERROR
+    assert ":INPUT DROP [0:0] (the policy" in by_port["8472"].evidence
+    assert by_port["4789"].severity == Severity.WARNING

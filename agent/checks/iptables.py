@@ -608,20 +608,29 @@ def _overlay_port_blocked(dump: IptablesDump, vxlan_ports: tuple[tuple[str, int]
                 continue
             checked.append(f"{table} {chain}")
             walk = walk_chain(dump, table, chain, Packet(direction, "udp", port))
-            if walk.verdict != "drop" or walk.rule is None:
-                continue
+            if walk.verdict == "drop" and walk.rule is not None:
+                blocker = _rule_evidence(dump, walk.rule)
+                explicit = _names_port(walk.rule, port)
+            else:
+                # Nothing decided: the chain's policy does, unless a rule may have accepted.
+                policy = next((c for c in dump.chains_named(table, chain) if c.policy), None)
+                if walk.verdict != "end" or walk.maybe_accepts or policy is None \
+                        or policy.policy != "DROP":
+                    continue
+                blocker = f"{table}:{policy.lineno}: {policy.declaration()} (the policy: no " \
+                          f"rule accepts UDP {port} before it)"
+                explicit = False
             used_here = port in local
             severity = Severity.ERROR if used_here or (not local and port == VXLAN_PORT_LINUX
-                                                        and _names_port(walk.rule, port)) \
-                else Severity.WARNING
-            if walk.maybe_accepts and not _names_port(walk.rule, port):
+                                                        and explicit) else Severity.WARNING
+            if walk.maybe_accepts and not explicit:
                 severity = Severity.WARNING
             whose = (f"the port of the local VXLAN device {local[port]}" if used_here else
                      "a default VXLAN port" + ("" if local else
                                                " (no local VXLAN device known: applies if this"
                                                " node's overlay uses it)"))
             lines = [f"{where}UDP {port} ({whose}) {'in' if direction == 'in' else 'out'}bound "
-                     f"is dropped by:", _rule_evidence(dump, walk.rule)]
+                     f"is dropped by:", blocker]
             if walk.maybe_accepts:
                 lines.append("unless one of these earlier rules accepts it:")
                 lines += [_rule_evidence(dump, r) for r in walk.maybe_accepts[:4]]
