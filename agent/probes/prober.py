@@ -21,13 +21,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from agent.ports import AGENT_PORT, VXLAN_PORT_LINUX
+from agent.ports import VXLAN_PORT_LINUX
 from agent.probes import Peer, ProberConfig
 from agent.probes.capture import Capture, CaptureError, ReplyListener, SeenTally
 from agent.probes.frames import (VXLAN_OVERHEAD_BYTES, CapturedProbe, ProbeFrame,
-                                 build_echo_frame,
-                                 build_marker, build_vxlan_payload, build_wire_frame,
-                                 parse_marker, sender_id)
+                                 build_echo_frame, build_marker, build_vxlan_payload,
+                                 build_wire_frame, parse_marker, sender_id)
 from agent.probes.responder import UdpResponder
 from agent.probes.sampling import select_peers, send_interval_s
 from agent.probes.tally import ProbeTally, results_from_tallies, seen_counts
@@ -466,4 +465,4 @@ def _send_error(kind: str, exc: OSError, peer: Peer, mtu: int) -> str:
     return f"{kind}: {exc.strerror or exc}"
 
 
-__all__ = ["Prober", "AGENT_PORT"]
+__all__ = ["Prober"]
