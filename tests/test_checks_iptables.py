@@ -414,3 +414,12 @@ def test_input_policy_drop_without_an_accept_blocks_the_device_port() -> None:
     assert by_port["8472"].severity == Severity.ERROR
     assert ":INPUT DROP [0:0] (the policy" in by_port["8472"].evidence
     assert by_port["4789"].severity == Severity.WARNING
+
+
+def test_reject_and_service_chain_for_the_same_port_is_stale_kube_proxy() -> None:
+    (f,) = by_id(iptables.evaluate(facts_for(("iptables-save", fixture(
+        "calico-2024-nodeport-rejected-no-endpoints-while-svc-chain-exists.txt"))), CTX),
+        "iptables.no-endpoints")
+    assert f.severity == Severity.ERROR and "stale kube-proxy rules" in f.title
+    assert "still jumps to KUBE-SVC-GQKCP75KCV7PRX6J" in f.evidence
+    assert f.remediation.startswith("kube-proxy's rules on this node contradict each other")

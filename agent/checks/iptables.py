@@ -280,10 +280,19 @@ def _no_endpoints(rules: KubeProxyRules, dump: IptablesDump, ctx: CheckContext,
     if rules.mode == "none" and not rules.no_endpoints:
         return []
     by_service: dict[str, list[str]] = {}
+    contradicted: set[str] = set()
+    jumps = {(p.service, p.port): p for p in rules.portals if p.chain}
     for ne in rules.no_endpoints:
         addr = ne.address or "NodePort"
         desc = f"{ne.service or '(no comment)'} {ne.protocol}/{addr}:{ne.port} ({ne.reason})"
-        by_service.setdefault(ne.service, []).append(desc + "\n  " + "\n  ".join(ne.evidence))
+        lines = [desc, *(f"  {e}" for e in ne.evidence)]
+        other = jumps.get((ne.service, ne.port))
+        if other is not None and ne.reason == "no endpoints":
+            # kube-proxy writes either the REJECT or the Service chain, never both: its
+            # rules on this node are half old, half new (calico#2024).
+            contradicted.add(ne.service)
+            lines.append(f"  but the same port still jumps to {other.chain}: {other.line}")
+        by_service.setdefault(ne.service, []).append("\n".join(lines))
     if not by_service:
         count = len(rules.vip_keys())
         return [SPEC.finding("iptables.no-endpoints", Severity.OK, ctx.node,
@@ -305,6 +314,12 @@ def _no_endpoints(rules: KubeProxyRules, dump: IptablesDump, ctx: CheckContext,
                  "(externalTrafficPolicy: Local)" if only_local
                  else f"{where}Service {service} has no endpoints")
         remediation = SPEC.spec("iptables.no-endpoints").remediation
+        if service in contradicted:
+            title += " (and a Service chain for the same port: stale kube-proxy rules)"
+            remediation = ("kube-proxy's rules on this node contradict each other (a "
+                           "no-endpoints REJECT and a Service chain for the same port): "
+                           "restart kube-proxy on this node and read its log for sync "
+                           "errors. Then, if it persists: " + remediation)
         if rest:
             remediation = remediation.replace("-n NS", f"-n {ns}").replace(
                 "service-name=NAME", f"service-name={name}")
