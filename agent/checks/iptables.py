@@ -277,8 +277,8 @@ def _cut_note(dump: IptablesDump) -> str:
 
 def _no_endpoints(rules: KubeProxyRules, dump: IptablesDump, ctx: CheckContext,
                   where: str) -> list[Finding]:
-    if rules.mode == "none" and not rules.no_endpoints:
-        return []
+    if rules.mode in ("none", "ipvs") and not rules.no_endpoints:
+        return []  # no kube-proxy rules here (IPVS mode: the ipvs check reads the Services)
     by_service: dict[str, list[str]] = {}
     contradicted: set[str] = set()
     jumps = {(p.service, p.port): p for p in rules.portals if p.chain}
