@@ -257,3 +257,13 @@ def test_history_in_any_order() -> None:
     shuffled = {n: list(reversed(rs)) for n, rs in sim.history.items()}
     assert correlate(sim.latest, sim.now, shuffled) == correlate(sim.latest, sim.now, sim.history)
     assert "(3 rounds)" in correlate(sim.latest, sim.now, shuffled)[0].evidence
+
+
+def test_stale_agent_that_peers_still_reach_says_it_cannot_post() -> None:
+    names = nodes(4)
+    rounds = [build_round(names, 1000.0)]
+    rounds += [build_round(names, 1000.0 + 10 * i, silent=["node4"]) for i in range(1, 5)]
+    sim = Simulation(rounds)
+    diags = correlate(sim.latest, sim.now, sim.history)
+    assert _ids(diags) == [("agent.stale", ("node4",))]
+    assert diags[0].severity is Severity.WARNING and "cannot post" in diags[0].title

@@ -48,9 +48,15 @@ def evaluate(view: ClusterView, ages: dict[str, float]) -> RuleResult:
             evidence.append(f"live peers' probes to {name} fail: "
                             f"{name_list({st.sender for st in in_fail})}")
             evidence += pair_lines(in_fail)
-        if tcp_fail:
+        tcp_ok = [n for n, d in view.live.items()
+                  if "tcp-control" in d.answered.get(name, ())]
+        if tcp_fail and not tcp_ok:
             severity = Severity.ERROR
             title += "; peers cannot reach it either (node down or cut off)"
+        elif tcp_ok:
+            title += "; its agent still answers peers (it cannot post to the collector)"
+            evidence.append(f"TCP to {name}'s agent port answered from "
+                            f"{name_list(tcp_ok)}: the node and its agent are up")
         acc.diagnoses.append(diagnosis("agent.stale", severity, (name,), title, evidence,
                                        REMEDIATION.format(node=name)))
         acc.blames.add(name)
