@@ -267,3 +267,12 @@ def test_stale_agent_that_peers_still_reach_says_it_cannot_post() -> None:
     diags = correlate(sim.latest, sim.now, sim.history)
     assert _ids(diags) == [("agent.stale", ("node4",))]
     assert diags[0].severity is Severity.WARNING and "cannot post" in diags[0].title
+
+
+def test_drift_already_flagged_by_the_nodes_own_check_is_info() -> None:
+    from agent.report import Finding
+    off = (Finding("sysctl.ip-forward-off", Severity.ERROR, "node2", "IPv4 forwarding is off"),)
+    sim = simulate(nodes(4), facts={"node2": {"ip_forward": 0}}, findings={"node2": off})
+    diags = correlate(sim.latest, sim.now, sim.history)
+    assert [(d.id, d.severity) for d in diags] == [("drift.ip_forward", Severity.INFO)]
+    assert "its own check: sysctl.ip-forward-off" in diags[0].evidence

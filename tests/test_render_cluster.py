@@ -22,7 +22,8 @@ def _small_cluster() -> Simulation:
         lost = (lambda s, t: {"wire"} if t == "node2" else set()) if i >= 3 else \
             (lambda s, t: set())
         facts = {"node2": {"iptables_input_digest": "sha256:new"}} if i >= 2 else {}
-        facts = {**facts, "node4": {"rp_filter": {"all": 1}}}
+        facts = {**facts, "node4": {"rp_filter": {"all": 1}},
+                 "node5": {"kube_proxy_mode": "ipvs"}}
         rounds.append(build_round(names, T0 + 30 * i, lost, interval=30.0, facts=facts,
                                   findings={"node4": strict}))
     return Simulation(rounds)

@@ -7,8 +7,9 @@ alike; the odd one out is where "works on every node but one" comes from.
 Only with a clear majority (more than `drift_majority` of the nodes that report the fact, and
 at least `drift_min_nodes` of them); counters, timestamps and per-node identities
 (`drift_ignore_keys`, `drift_ignore_suffixes`) are not compared; `service_vips_digest` has its
-own rule (kube-proxy.rules-diverged). Severity warning: the node's own checks say whether the
-value itself is wrong.
+own rule (kube-proxy.rules-diverged). Severity warning; info when every odd node's own check
+already flags the fact (e.g. `sysctl.ip-forward-off` for `ip_forward`): the root cause is then
+reported once, by the node, and the drift only adds that the node is the odd one out.
 """
 
 from __future__ import annotations
@@ -40,6 +41,18 @@ def _ignored(key: str, cfg) -> bool:
             or key.endswith(cfg.drift_ignore_suffixes))
 
 
+def _own_finding(view: ClusterView, node: str, key: str) -> str:
+    """The id of the node's own finding (warning or worse) about this fact, or ""."""
+    head = key.split(".", 1)[0].replace("_", "-")
+    d = view.live.get(node)
+    if d is None or len(head) < 4:
+        return ""
+    for f in d.report.findings:
+        if f.severity >= Severity.WARNING and head in f.id.replace(".", "-"):
+            return f.id
+    return ""
+
+
 def evaluate(view: ClusterView) -> RuleResult:
     acc = _Acc()
     cfg = view.config
@@ -68,13 +81,18 @@ def evaluate(view: ClusterView) -> RuleResult:
             if v != value:
                 odd[name] = v
         wrong = sorted(odd)
+        # a node whose own check already flags this fact has its root cause reported once
+        # (its finding); the cross-node view then only adds that it is the odd one out
+        flagged = {n: _own_finding(view, n, key) for n in wrong}
+        severity = Severity.INFO if all(flagged.values()) else Severity.WARNING
         shown = ", ".join(f"{n}={odd[n]!r}" for n in wrong[:4])
         more = f" and {len(wrong) - 4} more" if len(wrong) > 4 else ""
         title = (f"{key} differs on {shown}{more}; {counts[value]} of {total} nodes have "
                  f"{value!r}")
-        evidence = [f"{n}: {key} = {odd[n]!r}" for n in wrong]
+        evidence = [f"{n}: {key} = {odd[n]!r}"
+                    + (f" (its own check: {flagged[n]})" if flagged[n] else "") for n in wrong]
         evidence.append(f"majority: {key} = {value!r} on {counts[value]} of {total} nodes")
-        acc.diagnoses.append(diagnosis(f"drift.{key}", Severity.WARNING, wrong, title, evidence,
+        acc.diagnoses.append(diagnosis(f"drift.{key}", severity, wrong, title, evidence,
                                        FIX.format(nodes=name_list(wrong), key=key,
                                                   value=value)))
     return acc.result()
