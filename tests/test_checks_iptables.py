@@ -423,3 +423,14 @@ def test_reject_and_service_chain_for_the_same_port_is_stale_kube_proxy() -> Non
     assert f.severity == Severity.ERROR and "stale kube-proxy rules" in f.title
     assert "still jumps to KUBE-SVC-GQKCP75KCV7PRX6J" in f.evidence
     assert f.remediation.startswith("kube-proxy's rules on this node contradict each other")
+
+
+def test_a_legacy_save_is_never_reused() -> None:
+    iptables._NFT_SAVES.clear()
+    try:
+        host = GenerationHost({"iptables-save": ok("iptables-save", "")}, {}, gens=[5])
+        iptables.gather(host, CTX)  # type: ignore[arg-type]
+        iptables.gather(host, CTX)  # type: ignore[arg-type]
+        assert host.ran == [("iptables-save",)] * 2  # empty output: backend unknown
+    finally:
+        iptables._NFT_SAVES.clear()

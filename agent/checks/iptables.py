@@ -192,7 +192,8 @@ def _save_unless_unchanged(host: Host, command: str) -> SaveOutput:
     if cached is not None and cached[0] == gen:
         return cached[1]
     out = _save(host, command)
-    if out.dump is not None and out.dump.backend in ("nf_tables", "") and ask() == gen:
+    nft = "nft" in command or (out.dump is not None and out.dump.backend == "nf_tables")
+    if out.dump is not None and nft and ask() == gen:
         _NFT_SAVES[command] = (gen, out)  # nothing changed while it ran: safe to reuse
     else:
         _NFT_SAVES.pop(command, None)
