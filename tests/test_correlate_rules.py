@@ -98,7 +98,7 @@ def test_config_mismatch_without_majority_says_so() -> None:
 def test_drift_on_rp_filter() -> None:
     sim = simulate(nodes(5), facts={"node2": {"rp_filter": {"all": 1}}})
     diags = correlate(sim.latest, sim.now, sim.history)
-    assert _ids(diags) == [("drift.rp_filter.all", ("node2",))]
+    assert _ids(diags) == [("drift.rp_filter", ("node2",))]
     assert diags[0].severity is Severity.WARNING
     assert "4 of 5 nodes have 0" in diags[0].title
 
@@ -276,3 +276,11 @@ def test_drift_already_flagged_by_the_nodes_own_check_is_info() -> None:
     diags = correlate(sim.latest, sim.now, sim.history)
     assert [(d.id, d.severity) for d in diags] == [("drift.ip_forward", Severity.INFO)]
     assert "its own check: sysctl.ip-forward-off" in diags[0].evidence
+
+
+def test_drift_of_several_nested_keys_is_one_diagnosis_per_fact() -> None:
+    sim = simulate(nodes(4), facts={"node2": {"rp_filter": {"all": 1, "eth0": 1}}})
+    diags = correlate(sim.latest, sim.now, sim.history)
+    assert _ids(diags) == [("drift.rp_filter", ("node2",))]
+    assert "node2: rp_filter.all = 1" in diags[0].evidence
+    assert "node2: rp_filter.eth0 = 1" in diags[0].evidence

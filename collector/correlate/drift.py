@@ -1,6 +1,7 @@
 """`drift.<fact>`: one node (or a few) differs from the clear majority on a fact the agents
-report (NodeReport.facts, nested dicts flattened to dotted keys): rp_filter, hairpin,
-conntrack binary present, ip_forward, bridge-nf-call-iptables, kube-proxy mode, CNI config
+report (NodeReport.facts, nested dicts flattened to dotted keys and compared key by key; one
+diagnosis per top-level fact, e.g. `drift.rp_filter` for rp_filter.all and rp_filter.eth0):
+rp_filter, hairpin, conntrack binary present, ip_forward, bridge-nf-call-iptables, kube-proxy mode, CNI config
 digest, ... Any scalar fact is compared the same way. Nodes of one cluster are meant to be
 alike; the odd one out is where "works on every node but one" comes from.
 
@@ -22,8 +23,8 @@ from agent.report import Severity
 from collector.correlate.base import (ClusterView, RuleResult, _Acc, clear_majority, diagnosis,
                                       name_list)
 
-FIX = ("Bring {nodes} in line with the rest of the cluster on `{key}` (majority value "
-       "{value!r}): find what set it there (a sysctl.d file, a hand edit, a different image or "
+FIX = ("Bring {nodes} in line with the rest of the cluster on `{key}` (majority: "
+       "{value}): find what set it there (a sysctl.d file, a hand edit, a different image or "
        "node pool template) and fix it at the source, so the node is like its peers.")
 
 
@@ -64,6 +65,8 @@ def evaluate(view: ClusterView) -> RuleResult:
         if c is None:
             c = votes[key] = Counter()
         c[value] = n
+    # per top-level fact: the dotted keys that drift, with their odd nodes
+    drifting: dict[str, list[tuple[str, Any, dict[str, Any], int, int]]] = {}
     for key in sorted(votes):
         counts = votes[key]
         if len(counts) < 2 or _ignored(key, cfg):
@@ -80,19 +83,32 @@ def evaluate(view: ClusterView) -> RuleResult:
             v = d.facts.get(key, value)
             if v != value:
                 odd[name] = v
-        wrong = sorted(odd)
+        drifting.setdefault(key.split(".", 1)[0], []).append(
+            (key, value, odd, counts[value], total))
+    for fact, keys in drifting.items():
+        wrong = sorted({n for _, _, odd, _, _ in keys for n in odd})
         # a node whose own check already flags this fact has its root cause reported once
         # (its finding); the cross-node view then only adds that it is the odd one out
-        flagged = {n: _own_finding(view, n, key) for n in wrong}
+        flagged = {n: _own_finding(view, n, fact) for n in wrong}
         severity = Severity.INFO if all(flagged.values()) else Severity.WARNING
-        shown = ", ".join(f"{n}={odd[n]!r}" for n in wrong[:4])
-        more = f" and {len(wrong) - 4} more" if len(wrong) > 4 else ""
-        title = (f"{key} differs on {shown}{more}; {counts[value]} of {total} nodes have "
-                 f"{value!r}")
-        evidence = [f"{n}: {key} = {odd[n]!r}"
-                    + (f" (its own check: {flagged[n]})" if flagged[n] else "") for n in wrong]
-        evidence.append(f"majority: {key} = {value!r} on {counts[value]} of {total} nodes")
-        acc.diagnoses.append(diagnosis(f"drift.{key}", severity, wrong, title, evidence,
-                                       FIX.format(nodes=name_list(wrong), key=key,
-                                                  value=value)))
+        evidence = []
+        for key, value, odd, top, total in keys:
+            evidence += [f"{n}: {key} = {odd[n]!r}"
+                         + (f" (its own check: {flagged[n]})" if flagged[n] else "")
+                         for n in sorted(odd)]
+            evidence.append(f"majority: {key} = {value!r} on {top} of {total} nodes")
+        if len(keys) == 1:
+            key, value, odd, top, total = keys[0]
+            shown = ", ".join(f"{n}={odd[n]!r}" for n in wrong[:4])
+            more = f" and {len(wrong) - 4} more" if len(wrong) > 4 else ""
+            title = f"{key} differs on {shown}{more}; {top} of {total} nodes have {value!r}"
+        else:
+            parts = ", ".join(f"{k.split('.', 1)[1] if '.' in k else k} {v!r}"
+                              for k, v, _, _, _ in keys[:4])
+            title = (f"{fact} differs on {name_list(wrong, 4)} from the majority "
+                     f"({parts}{' ...' if len(keys) > 4 else ''})")
+        majority = ", ".join(f"{k} = {v!r}" for k, v, _, _, _ in keys)
+        acc.diagnoses.append(diagnosis(f"drift.{fact}", severity, wrong, title, evidence,
+                                       FIX.format(nodes=name_list(wrong), key=fact,
+                                                  value=majority)))
     return acc.result()
