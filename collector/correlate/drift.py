@@ -1,9 +1,9 @@
 """`drift.<fact>`: one node (or a few) differs from the clear majority on a fact the agents
 report (NodeReport.facts, nested dicts flattened to dotted keys and compared key by key; one
 diagnosis per top-level fact, e.g. `drift.rp_filter` for rp_filter.all and rp_filter.eth0):
-rp_filter, hairpin, conntrack binary present, ip_forward, bridge-nf-call-iptables, kube-proxy mode, CNI config
-digest, ... Any scalar fact is compared the same way. Nodes of one cluster are meant to be
-alike; the odd one out is where "works on every node but one" comes from.
+rp_filter, hairpin, conntrack binary present, ip_forward, bridge-nf-call-iptables, kube-proxy
+mode, CNI config digest, ... Any scalar fact is compared the same way. Nodes of one cluster are
+meant to be alike; the odd one out is where "works on every node but one" comes from.
 
 Only with a clear majority (more than `drift_majority` of the nodes that report the fact, and
 at least `drift_min_nodes` of them); counters, timestamps and per-node identities
