@@ -488,3 +488,23 @@ def test_kubectl_debug_custom_spec_runs_the_check_as_root() -> None:
     custom = _load("debug-custom.yaml")
     assert custom == {"securityContext": {"runAsUser": 0, "runAsGroup": 0,
                                           "runAsNonRoot": False}}
+
+
+def test_readme_deploy_section_names_what_deploy_has(rendered: list[dict[str, Any]]) -> None:
+    """The README's commands name real files, the real namespace, Service, DaemonSet, port."""
+    text = (ROOT / "README.md").read_text()
+    m = re.search(r"<!-- section: deploy -->(.*?)<!-- end section: deploy -->", text, re.S)
+    assert m, "README has no deploy section"
+    section = m.group(1)
+    for path in set(re.findall(r"\bdeploy/[\w.-]+\.ya?ml\b", section)):
+        assert (ROOT / path).is_file(), f"README names {path}, which does not exist"
+    assert set(re.findall(r"kubectl -n (\S+)", section)) == {NAMESPACE}
+    names = {(d["kind"], d["metadata"]["name"]) for d in rendered}
+    for svc, port in re.findall(r"port-forward svc/(\S+) (\d+)", section):
+        assert ("Service", svc) in names
+        ports = {p["port"] for p in _one(rendered, "Service", svc)["spec"]["ports"]}
+        assert int(port) in ports
+    for ds in re.findall(r"\bds/([\w-]+)", section):
+        assert ("DaemonSet", ds) in names
+    assert "kubectl apply -k deploy/" in section and "kubectl delete -k deploy/" in section
+    assert _load("debug-pod.yaml")["metadata"]["name"] in section
