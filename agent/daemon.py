@@ -340,6 +340,7 @@ class Agent:
         self.failing_since: float | None = None
         self.failed_attempts = 0
         self.last_error = ""
+        self._failure_state = ""
         self.last_round_end: float | None = None
         self.last_round_s = 0.0
         self.posted = 0
@@ -362,13 +363,22 @@ class Agent:
                                              self.config.interval_s))
         return out
 
-    def _mark_failed(self, error: str) -> None:
+    def _mark_failed(self, error: str, retry: bool = True) -> None:
+        """Logs once per state change: when posting starts failing, or when a failure
+        turns from "retrying" to "rejected" (or back), never once per attempt."""
         self.failed_attempts += 1
         self.last_error = error
-        if self.failing_since is None:
-            self.failing_since = self.clock()
-            log.warning("cannot post to %s: %s; retrying with backoff, keeping the newest "
-                        "report", self.config.collector_url, error)
+        state = "retrying" if retry else "rejected"
+        if self.failing_since is None or state != self._failure_state:
+            if self.failing_since is None:
+                self.failing_since = self.clock()
+            if retry:
+                log.warning("cannot post to %s: %s; retrying with backoff, keeping the newest "
+                            "report", self.config.collector_url, error)
+            else:
+                log.error("the collector at %s rejects our reports: %s (not retried; the "
+                          "next round's report is tried)", self.config.collector_url, error)
+        self._failure_state = state
 
     def _mark_ok(self) -> None:
         if self.failing_since is not None:
@@ -379,6 +389,7 @@ class Agent:
         self.failing_since = None
         self.failed_attempts = 0
         self.last_error = ""
+        self._failure_state = ""
         self.posted += 1
 
     # --- HTTP to the collector ------------------------------------------------------------------
@@ -453,10 +464,9 @@ class Agent:
                 await self.post(report)
             except PostError as exc:
                 attempt += 1
-                self._mark_failed(str(exc))
+                self._mark_failed(str(exc), exc.retry)
                 self.metrics.posts.labels("error" if exc.retry else "rejected").inc()
                 if not exc.retry:
-                    log.error("the collector rejected the report: %s", exc)
                     return False
                 if max_attempts is not None and attempt >= max_attempts:
                     return False
@@ -585,7 +595,8 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
     host, port = parse_listen(getattr(args, "listen", None) or f"0.0.0.0:{AGENT_PORT}")
     return AgentConfig(collector_url=url, node_name=args.node_name or default_node_name(),
                        interval_s=float(args.interval), token=read_token_file(args.token_file),
-                       listen_host=host, listen_port=port)
+                       listen_host=host, listen_port=port, backoff_initial_s=BACKOFF_INITIAL_S,
+                       backoff_max_s=BACKOFF_MAX_S, once_attempts=ONCE_POST_ATTEMPTS)
 
 
 def cmd_agent(args: argparse.Namespace) -> int:

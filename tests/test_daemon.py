@@ -358,3 +358,19 @@ def test_agent_parser_accepts_listen_and_rejects_a_bad_one(capsys) -> None:
     rc = cli_main(["agent", "--collector", "http://127.0.0.1:1", "--listen", "nonsense"])
     assert rc == 64
     assert "--listen" in capsys.readouterr().err
+
+
+async def test_logs_one_line_per_state_change_not_per_retry(aiohttp_server, caplog) -> None:
+    fake = FakeCollector(fail=6)
+    url = await start_collector(aiohttp_server, fake)
+    agent = Agent(agent_config(url), StubRound())
+    caplog.set_level("INFO", logger="netdiag.agent")
+    try:
+        assert await agent.post_with_retries(make_report(1), None)
+        assert await agent.post_with_retries(make_report(2), None)
+    finally:
+        await agent.close()
+    messages = [r.getMessage() for r in caplog.records if r.name == "netdiag.agent"]
+    assert sum("cannot post" in m for m in messages) == 1
+    assert sum("again after" in m for m in messages) == 1
+    assert fake.attempts == 8
