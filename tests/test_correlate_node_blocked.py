@@ -123,3 +123,17 @@ def test_the_nodes_own_finding_is_quoted_as_the_local_cause() -> None:
     assert [d.id for d in diags] == ["overlay.node-inbound-blocked"]
     assert diags[0].title.endswith("node2's own check: vxlan.device-down")
     assert "VXLAN device flannel.1 is down" in diags[0].evidence
+
+
+def test_inbound_block_of_everything_folds_the_nodes_own_control_probes() -> None:
+    def lost(s: str, t: str) -> set[str]:
+        if t == "node2":
+            return {"wire", "udp-control", "tcp-control"}
+        if s == "node2":
+            return {"udp-control", "tcp-control"}  # answers into node2 are dropped
+        return set()
+
+    sim = simulate(nodes(4), lost=lost)
+    diags = correlate(sim.latest, sim.now, sim.history)
+    assert _ids(diags) == [("overlay.node-inbound-blocked", ("node2",))]
+    assert "3 control/MTU probe pairs involving node2 fail as well" in diags[0].evidence

@@ -284,3 +284,26 @@ def test_drift_of_several_nested_keys_is_one_diagnosis_per_fact() -> None:
     assert _ids(diags) == [("drift.rp_filter", ("node2",))]
     assert "node2: rp_filter.all = 1" in diags[0].evidence
     assert "node2: rp_filter.eth0 = 1" in diags[0].evidence
+
+
+def test_udp_blocked_into_a_cilium_node_folds_its_own_control_replies() -> None:
+    names = nodes(4)
+
+    def lost(s: str, t: str) -> set[str]:
+        if t == "node2":
+            return {"wire", "udp-control"}
+        if s == "node2":
+            return {"udp-control"}  # the answers are UDP into node2
+        return set()
+
+    sim = simulate(names, wire_only=names, lost=lost)
+    diags = correlate(sim.latest, sim.now, sim.history)
+    assert _ids(diags) == [("overlay.udp-blocked", ("node2",))]
+    assert "own UDP control probes get no answer either" in diags[0].evidence
+
+
+def test_control_probe_only_pair_failure_is_info() -> None:
+    sim = simulate(nodes(4), lost=lambda s, t: {"udp-control"} if (s, t) == ("node1", "node3")
+                   else set())
+    diags = correlate(sim.latest, sim.now, sim.history)
+    assert [(d.id, d.severity) for d in diags] == [("overlay.pair-failure", Severity.INFO)]

@@ -16,6 +16,8 @@ isolated is both at once (new id `overlay.node-isolated`).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from agent.report import Finding, Severity
 from collector.correlate.base import (ClusterView, RuleResult, _Acc, diagnosis, name_list,
                                       pair_lines, plural, vxlan_dev, vxlan_port)
@@ -203,5 +205,16 @@ def evaluate(view: ClusterView) -> RuleResult:
                                            OUTBOUND_FIX.format(node=x, port=port, dev=dev)))
             acc.explains.update((x, st.target) for st in outs)
             acc.explains.update((st.sender, x) for st in answers)
+        # control/MTU probes whose answers cross the blocked direction fail as a consequence
+        back_in = verdict in ("inbound", "isolated")
+        back_out = verdict in ("outbound", "isolated")
+        side = [st for st in view.round_failures(0) if not (st.kinds & PATH_KINDS)
+                and ((back_in and st.sender == x) or (back_out and st.target == x))]
+        if side:
+            acc.explains.update((st.sender, st.target) for st in side)
+            d = acc.diagnoses[-1]
+            acc.diagnoses[-1] = replace(d, evidence=d.evidence + (
+                f"\n{plural(len(side), 'control/MTU probe pair')} involving {x} fail as well "
+                f"(their answers cross the same blocked direction)"))
         acc.blames.add(x)
     return acc.result()

@@ -4,6 +4,7 @@ others). The receiver is NOT blamed: the evidence cannot separate the sender, th
 the path between them, and the title says so. `nodes` holds the pair (sender, receiver).
 
 Reported pair by pair up to `max_pair_diagnoses`, then summarised in one more diagnosis.
+Severity warning; info when the overlay path works and only a control probe fails.
 """
 
 from __future__ import annotations
@@ -52,7 +53,9 @@ def evaluate(view: ClusterView) -> RuleResult:
             "control probes (" + ", ".join(sorted(st.kinds)) + ")"
         title = (f"{st.sender} -> {st.target}: {what} fail for {st.rounds} rounds; other paths "
                  f"work (insufficient evidence to blame {st.target} or {st.sender})")
-        acc.diagnoses.append(diagnosis("overlay.pair-failure", Severity.WARNING,
+        # the overlay path works and only a control probe fails: worth knowing, not a fault
+        severity = Severity.WARNING if st.kinds & PATH_KINDS else Severity.INFO
+        acc.diagnoses.append(diagnosis("overlay.pair-failure", severity,
                                        (st.sender, st.target), title, _detail(view, st),
                                        FIX.format(s=st.sender, t=st.target, t_ip=t_ip,
                                                   dev=dev)))

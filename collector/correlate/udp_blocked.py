@@ -22,6 +22,7 @@ from collector.correlate.base import (ClusterView, RuleResult, _Acc, diagnosis, 
                                       pair_lines, vxlan_port)
 from collector.correlate.model import PATH_KINDS, PairStatus
 
+CONTROL_OR_MTU = frozenset({"udp-control", "tcp-control", "mtu"})
 FIX = ("Allow UDP between the nodes: add rules for UDP {port} (VXLAN) and UDP {agent_port} "
        "(netdiag agent) — or all UDP — from the node security group to {scope} (security "
        "group / network ACL / firewall between node groups). TCP already passes, so the node is "
@@ -101,6 +102,14 @@ def evaluate(view: ClusterView) -> RuleResult:
                      f"{view.trusted_probers(x)} peers lose VXLAN and UDP control probes")
             evidence = [f"TCP to {x}'s agent port works: {x} is up; UDP (VXLAN and "
                         f"control) never gets through"] + pair_lines(fails)
+            # X's own UDP control probes: their answers are UDP into X, lost the same way
+            back = [st for st in view.round_failures(0) if st.sender == x
+                    and st.kinds <= CONTROL_OR_MTU and "udp-control" in st.kinds]
+            if back:
+                evidence.append(f"{x}'s own UDP control probes get no answer either (the "
+                                f"answers are UDP into {x}): "
+                                + ", ".join(st.target for st in back))
+                used.update((x, st.target) for st in back)
             acc.diagnoses.append(diagnosis(
                 "overlay.udp-blocked", Severity.ERROR, (x,), title, evidence,
                 FIX.format(agent_port=AGENT_PORT, port=vxlan_port(view.live.get(x)), scope=x)))
