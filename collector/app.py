@@ -215,7 +215,7 @@ def diff_open(previous: Mapping[str, float], current: Iterable[Diagnosis],
 
 def intern_strings(data: Any) -> Any:
     """Share the strings that repeat across thousands of reports (peer names and addresses,
-    probe kinds): the digests index by them, and 5,000 nodes x 3 rounds x 16 peers of private
+    probe kinds, finding titles and remediations): the digests index by them, and 5,000 nodes x 3 rounds x 16 peers of private
     copies cost tens of MB. Cheap (a few microseconds) and leaves garbage untouched."""
     if not isinstance(data, dict):
         return data
@@ -228,9 +228,19 @@ def intern_strings(data: Any) -> Any:
                         v = item.get(k)
                         if type(v) is str:
                             item[k] = sys.intern(v)
+    findings = data.get("findings")
+    if isinstance(findings, list):  # every node carries the same titles and remediations
+        for item in findings:
+            if isinstance(item, dict):
+                for k in ("id", "title", "remediation", "evidence", "node"):
+                    v = item.get(k)
+                    if type(v) is str:
+                        item[k] = sys.intern(v)
     node = data.get("node")
-    if isinstance(node, dict) and type(node.get("name")) is str:
-        node["name"] = sys.intern(node["name"])
+    if isinstance(node, dict):
+        for k in ("name", "kernel", "agent_version"):
+            if type(node.get(k)) is str:
+                node[k] = sys.intern(node[k])
     return data
 
 
