@@ -1,7 +1,8 @@
 """End to end on the namespace lab: the collector on the fabric, `netdiag agent --interval 2`
 in every node namespace, real probes, real faults. For each fault the JSON /report must name
 the right diagnosis and node(s) within a few intervals and nothing else at error; a healthy lab
-has nothing at warning or worse. Prints the time from injection to diagnosis.
+has nothing at warning or worse; an agent that stops becomes `agent.stale`. Prints the time
+from injection to diagnosis.
 
 Run alone: `python -m pytest tests/test_collector_e2e_lab.py -s -q` (root).
 """
@@ -174,5 +175,14 @@ def test_end_to_end_faults_are_named_with_their_nodes(running_lab) -> None:
             lab.clear(fault, target)
         wait_for(lab, procs, f"the diagnosis to clear after {fault}", CLEAR_TIMEOUT_S,
                  lambda r: not serious(r, ("warning", "error")))
+    # An agent that stops reporting becomes agent.stale (3 intervals), not a silent gap.
+    procs.procs["node3"].send_signal(signal.SIGTERM)
+    procs.procs["node3"].wait(timeout=STOP_TIMEOUT_S)
+    del procs.procs["node3"]
+    report, took = wait_for(lab, procs, "agent.stale node3", 3 * INTERVAL_S + DETECT_TIMEOUT_S,
+                            lambda r: ("agent.stale", ["node3"]) in serious(r, ("warning",
+                                                                                 "error")))
+    timings.append(("agent stopped", took))
+    assert [d for d in serious(report, ("error",)) if d[0] != "agent.stale"] == []
     print("\ntime to detect (interval %gs): %s" % (
         INTERVAL_S, ", ".join(f"{f} {t:.1f}s" for f, t in timings)))
