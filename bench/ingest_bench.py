@@ -176,7 +176,7 @@ def client_main(url: str, nodes: int, rounds: int, concurrency: int, server_pid:
     out.put(asyncio.run(run()))
 
 
-# --- the collector process -------------------------------------------------------------------------
+# --- the collector process ----------------------------------------------------------------------
 
 def free_port() -> int:
     with socket.socket() as s:

@@ -25,6 +25,7 @@ import hashlib
 import hmac
 import json
 import logging
+import sqlite3
 import sys
 import time
 from collections import deque
@@ -208,15 +209,16 @@ def diff_open(previous: Mapping[str, float], current: Iterable[Diagnosis],
     for key in previous:
         if key not in keys:
             diag_id, _, nodes = key.partition("|")
-            events.append(Transition(now, "cleared", key, diag_id, "", 
+            events.append(Transition(now, "cleared", key, diag_id, "",
                                      tuple(n for n in nodes.split(",") if n), ""))
     return open_now, events
 
 
 def intern_strings(data: Any) -> Any:
     """Share the strings that repeat across thousands of reports (peer names and addresses,
-    probe kinds, finding titles and remediations): the digests index by them, and 5,000 nodes x 3 rounds x 16 peers of private
-    copies cost tens of MB. Cheap (a few microseconds) and leaves garbage untouched."""
+    probe kinds, finding titles and remediations): the digests index by them, and private
+    copies for 5,000 nodes x 3 rounds x 16 peers cost tens of MB. A few microseconds; leaves
+    anything that is not the expected shape untouched (validation comes after)."""
     if not isinstance(data, dict):
         return data
     for key in ("probes", "seen"):
@@ -411,7 +413,8 @@ async def rendered(state: CollectorState, fmt: str) -> Any:
                 timeline = {"transitions": [t.to_dict() for t in transitions],
                             "fact_changes": changes}
                 v.rendered[fmt] = await loop.run_in_executor(
-                    state.cpu_executor, render_json, v.report_state, dict(state.open_since), timeline)
+                    state.cpu_executor, render_json, v.report_state, dict(state.open_since),
+                    timeline)
             else:
                 v.rendered[fmt] = await loop.run_in_executor(state.cpu_executor,
                                                              render_report_text,
@@ -461,7 +464,11 @@ async def post_report(request: web.Request) -> web.Response:
         finding_ids=tuple(sorted({f.id for f in report.findings
                                   if f.severity >= Severity.WARNING})),
         fact_digests=digest_facts(report.facts))
-    await state.store.write_report(stored)
+    try:
+        await state.store.write_report(stored)
+    except sqlite3.Error as exc:  # disk full, locked by another process: the agent retries
+        log.error("cannot store the report of %s: %s", name, exc)
+        return _json_error(503, f"cannot store the report: {exc}")
     _remember(state, report, now)
     metrics.observe_report(name, now)
     return _peers_response(state, request.headers.get(PEERS_VERSION_HEADER))
@@ -555,7 +562,7 @@ async def _on_startup(app: web.Application) -> None:
             log.warning("skipping stored report of %s: %s", name, exc)
             continue
         _remember(state, report, received_at)
-        state.metrics.observe_report(name, received_at)
+        state.metrics.node_reported(name, received_at)
     state.open_since = await state.store.call(state.store.store.open_diagnoses)
     state.rebuild_peers()
     state.version += 1

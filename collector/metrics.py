@@ -46,7 +46,11 @@ class CollectorMetrics:
         self.reports_rejected.labels(reason).inc()
 
     def observe_report(self, node: str, received_at: float) -> None:
+        """A report was accepted and stored."""
         self.reports_received.inc()
+        self.node_reported(node, received_at)
+
+    def node_reported(self, node: str, received_at: float) -> None:
         self.node_last_report.labels(node).set(received_at)
         self._node_labels.add(node)
 

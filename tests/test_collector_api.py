@@ -30,7 +30,8 @@ def node_report(name: str, underlay: str, *, vxlan_ip: str = "10.244.1.0",
                 facts: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         "schema": SCHEMA_NODE_REPORT,
-        "node": {"name": name, "underlay_ip": underlay, "kernel": "6.1.0", "agent_version": "0.1.0"},
+        "node": {"name": name, "underlay_ip": underlay, "kernel": "6.1.0",
+                 "agent_version": "0.1.0"},
         "collected_at": collected_at,
         "interval_s": 30,
         "overlay": [{"name": "flannel.1", "vni": 1, "port": 8472, "local": underlay,
@@ -313,7 +314,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E
 from collector.app import ReportRejected, parse_report_body  # noqa: E402
 
 JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=False, allow_infinity=False)
+    st.none() | st.booleans() | st.integers(-2**70, 2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=20),
     lambda children: st.lists(children, max_size=4)
     | st.dictionaries(st.text(max_size=10), children, max_size=4),
@@ -371,3 +373,23 @@ def test_shared_values_leave_digests_equal_and_share_what_repeats() -> None:
     # The same probe-kind set answered by both nodes' peer is one object afterwards.
     a, b = (d.answered["node9"] for d in shared)
     assert a == b and a is b
+
+
+async def test_a_store_failure_is_a_503_and_changes_nothing(client, monkeypatch) -> None:
+    import sqlite3
+
+    state = client.server.app[STATE]
+
+    def broken(rows):  # type: ignore[no-untyped-def]
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(state.store.store, "write_reports", broken)
+    resp = await client.post("/api/v1/reports", json=node_report("node1", "1.2.3.4"),
+                             headers=AUTH)
+    assert resp.status == 503
+    assert "disk is full" in (await resp.json())["error"]
+    assert state.nodes == {}
+    monkeypatch.undo()
+    resp = await client.post("/api/v1/reports", json=node_report("node1", "1.2.3.4"),
+                             headers=AUTH)
+    assert resp.status == 200 and list(state.nodes) == ["node1"]

@@ -208,7 +208,8 @@ def test_bad_collector_url_is_a_usage_error(url, capsys) -> None:
 
 
 def test_collector_url_keeps_a_path_prefix() -> None:
-    assert parse_collector_url("https://c.example:8443/netdiag/") == "https://c.example:8443/netdiag"
+    url = parse_collector_url("https://c.example:8443/netdiag/")
+    assert url == "https://c.example:8443/netdiag"
 
 
 def test_unreadable_token_file_is_a_clear_error(tmp_path, capsys) -> None:
@@ -295,7 +296,8 @@ async def test_once_retries_then_fails_clearly_when_the_collector_stays_down(
 class FakeProber:
     started = 0
 
-    def __init__(self, node_name, overlay, underlay_ip, underlay_dev, port) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, node_name: str, overlay: Any, underlay_ip: str, underlay_dev: str,
+                 port: int) -> None:
         self.args = (node_name, overlay, underlay_ip, underlay_dev, port)
         self.capture_error = ""
         self.responder_error = ""
