@@ -32,6 +32,7 @@ from typing import Any, Mapping, Sequence
 from agent.report import Diagnosis, Finding, NodeReport, Severity
 from collector.correlate import (DEFAULT_CONFIG, CorrelationConfig, NodeDigest, PairStatus,
                                  ReachabilityMatrix, correlate_with_matrix, explain_timeline)
+from collector.correlate.base import natural_key
 from collector.correlate.model import PATH_KINDS, ReportLike
 from collector.correlate.timeline import format_time
 
@@ -77,6 +78,7 @@ def build_report_state(reports: Mapping[str, ReportLike] | Sequence[ReportLike],
 
 
 # --- helpers ------------------------------------------------------------------------------
+
 
 def _age(state: ReportState, name: str) -> float:
     rep = state.reports[name]
@@ -170,7 +172,7 @@ def _render_matrix(state: ReportState) -> list[str]:
              "--------------------------------------------"]
     lines += _wrap(LEGEND, "")
     lines.append(f"{m.pairs_probed} probed pairs, {failing} failing")
-    names = list(m.nodes)
+    names = sorted(m.nodes, key=natural_key)
     if not names:
         return lines + ["no reports yet", ""]
     if len(names) <= MATRIX_FULL_MAX_NODES:
@@ -181,8 +183,8 @@ def _render_matrix(state: ReportState) -> list[str]:
             return lines + [f"all probed pairs ok ({len(names)} nodes: matrix omitted)", ""]
         out_n = Counter(s for s, _ in m.failures)
         in_n = Counter(t for _, t in m.failures)
-        senders = sorted(out_n, key=lambda n: (-out_n[n], n))
-        targets = sorted(in_n, key=lambda n: (-in_n[n], n))
+        senders = sorted(out_n, key=lambda n: (-out_n[n], natural_key(n)))
+        targets = sorted(in_n, key=lambda n: (-in_n[n], natural_key(n)))
         lines += _wrap(f"only nodes with failing pairs: {len(senders)} sender(s), "
                        f"{len(targets)} target(s)"
                        + (f"; showing the worst {MATRIX_SUMMARY_MAX}"
@@ -210,7 +212,7 @@ def _render_nodes(state: ReportState) -> list[str]:
     lines = ["Nodes", "-----"]
     stale = _stale(state)
     blamed = _blamed_by(state)
-    names = sorted(state.reports)
+    names = sorted(state.reports, key=natural_key)
     if len(names) > NODE_LIST_FULL_MAX:
         interesting = [n for n in names if n in blamed or n in stale
                        or state.reports[n].worst >= Severity.WARNING]
@@ -258,7 +260,7 @@ def render_report_json(state: ReportState) -> dict[str, Any]:
     rounds = state.min_failed_rounds
     nodes = []
     findings = []
-    for n in sorted(state.reports):
+    for n in sorted(state.reports, key=natural_key):
         rep = state.reports[n]
         digest = m.digests.get(n)
         nodes.append({

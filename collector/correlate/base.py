@@ -9,6 +9,7 @@ later rules do not report the same symptoms again.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
@@ -17,6 +18,7 @@ from agent.ports import VXLAN_PORT_LINUX
 from agent.report import Diagnosis, Severity
 from collector.correlate.model import NodeDigest, PairStatus, ReachabilityMatrix, ReportLike
 
+_DIGITS = re.compile(r"(\d+)")
 #: Evidence lists are cut after this many lines (the rest is counted).
 EVIDENCE_MAX_LINES = 16
 #: Failing pairs described one by one per list (the rest are counted).
@@ -152,8 +154,19 @@ def cap_lines(lines: list[str], limit: int = EVIDENCE_MAX_LINES) -> str:
     return "\n".join(lines)
 
 
+#: Evidence lists up to this long are ordered naturally (node2 before node10).
+NATURAL_SORT_MAX = 500
+
+
+def natural_key(name: str) -> tuple:
+    """node2 before node10."""
+    return tuple(int(p) if p.isdigit() else p for p in _DIGITS.split(name))
+
+
 def pair_lines(pairs: Sequence[PairStatus], limit: int = EVIDENCE_PAIRS_MAX) -> list[str]:
     """Evidence lines for failing pairs: the first `limit` described, the rest counted."""
+    if len(pairs) <= NATURAL_SORT_MAX:
+        pairs = sorted(pairs, key=lambda st: (natural_key(st.sender), natural_key(st.target)))
     lines = [st.describe() for st in pairs[:limit]]
     if len(pairs) > limit:
         lines.append(f"... and {len(pairs) - limit} more failing pairs")
@@ -161,7 +174,7 @@ def pair_lines(pairs: Sequence[PairStatus], limit: int = EVIDENCE_PAIRS_MAX) -> 
 
 
 def name_list(names: Iterable[str], limit: int = 5) -> str:
-    names = sorted(names)
+    names = sorted(names, key=natural_key)
     if len(names) <= limit:
         return ", ".join(names)
     return ", ".join(names[:limit]) + f" and {len(names) - limit} more"
