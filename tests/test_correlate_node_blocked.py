@@ -137,3 +137,26 @@ def test_inbound_block_of_everything_folds_the_nodes_own_control_probes() -> Non
     diags = correlate(sim.latest, sim.now, sim.history)
     assert _ids(diags) == [("overlay.node-inbound-blocked", ("node2",))]
     assert "3 control/MTU probe pairs involving node2 fail as well" in diags[0].evidence
+
+
+def test_without_capture_data_the_title_says_node_or_fabric() -> None:
+    names = nodes(4)
+    # node2 runs no prober (no wire probes, no capture): the echo losses cannot be placed
+    sim = simulate(names, peers=lambda s: [] if s == "node2" else [t for t in names if t != s],
+                   lost=lambda s, t: {"wire"} if t == "node2" else set())
+    diags = correlate(sim.latest, sim.now, sim.history)
+    assert _ids(diags) == [("overlay.node-inbound-blocked", ("node2",))]
+    assert "node2 or the fabric in front of it" in diags[0].title
+    assert "cannot tell which" in diags[0].evidence
+
+
+def test_mixed_capture_evidence_names_both_places() -> None:
+    def lost(s: str, t: str) -> set[str]:
+        if t != "node4":
+            return set()
+        return {"wire"} if s in ("node1", "node2") else {"echo", "mtu"}
+
+    sim = simulate(nodes(5), lost=lost)
+    diags = correlate(sim.latest, sim.now, sim.history)
+    assert _ids(diags) == [("overlay.node-inbound-blocked", ("node4",))]
+    assert "the fabric and/or node4's host" in diags[0].title
