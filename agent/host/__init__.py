@@ -103,8 +103,15 @@ class Host:
     # --- files -----------------------------------------------------------------------------
 
     def host_path(self, path: str) -> Path:
-        """The path of a host file (`/etc/sysctl.conf`) under the host root."""
-        return self.root / path.lstrip("/")
+        """The path of a host file (`/etc/sysctl.conf`) under the host root.
+
+        Symlinks are resolved *inside* the host root: on a systemd-resolved node
+        /etc/resolv.conf -> /run/systemd/resolve/stub-resolv.conf must be read as
+        /host/run/..., not as the container's own /run. A missing link target is left for the
+        read to report."""
+        if self.root == Path("/"):
+            return Path("/") / path.lstrip("/")
+        return resolve_under_root(self.root, path)
 
     def read_host_file(self, path: str, limit: int = 4 << 20) -> str:
         return _read_text(self.host_path(path), limit)
@@ -267,6 +274,38 @@ class Host:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+#: Bounds symlink resolution like the kernel's ELOOP limit.
+MAX_SYMLINK_HOPS = 40
+
+
+def resolve_under_root(root: Path, path: str) -> Path:
+    """`path` (absolute, as the host sees it) resolved component by component under `root`,
+    absolute link targets re-rooted there and `..` never climbing above it (chroot semantics,
+    without chroot). Loops stop after MAX_SYMLINK_HOPS and return the unresolved path."""
+    pending = [p for p in path.split("/") if p not in ("", ".")]
+    pending.reverse()
+    done: list[str] = []
+    hops = 0
+    while pending:
+        part = pending.pop()
+        if part == "..":
+            if done:
+                done.pop()
+            continue
+        candidate = root.joinpath(*done, part)
+        if candidate.is_symlink():
+            hops += 1
+            if hops > MAX_SYMLINK_HOPS:
+                return root / path.lstrip("/")
+            target = os.readlink(candidate)
+            if target.startswith("/"):
+                done = []
+            pending.extend(reversed([p for p in target.split("/") if p not in ("", ".")]))
+            continue
+        done.append(part)
+    return root.joinpath(*done)
 
 
 #: /proc/sys handlers allocate a buffer of the size asked for: one huge read() fails with
