@@ -387,14 +387,17 @@ def _round_failures(senders: Iterable[NodeDigest], targets: Mapping[str, NodeDig
         return failures, Counter(counted), probed_out, probed
     # the latest round, every pair: wire probes sent minus those the targets' captures saw
     # = never arrived (two C-level set operations instead of a Python loop per pair)
-    sent = set().union(*(d.wire_pairs for d in senders))
-    sent -= set().union(*(d.seen_pairs for d in targets.values()))
+    seen = set().union(*(d.seen_pairs for d in targets.values()))
+    covered = seen.issuperset
     suspects: set[tuple[str, str]] = set()
-    for key in sent:
-        s_name, t = key.split(PAIR_SEP, 1)
-        td = targets.get(t)
-        if td is not None and td.captures:
-            suspects.add((s_name, t))
+    for d in senders:
+        if covered(d.wire_pairs):
+            continue
+        for key in d.wire_pairs - seen:
+            s_name, t = key.split(PAIR_SEP, 1)
+            td = targets.get(t)
+            if td is not None and td.captures:
+                suspects.add((s_name, t))
     by_name = {d.name: d for d in senders}
     for s in senders:
         for t in s.lost:
