@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from agent.checks.base import CheckContext
-from agent.host import Host, ProcessInfo
+from agent.host import Host, HttpResponse, ProcessInfo
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CTX = CheckContext(node="node-a")
@@ -25,6 +25,9 @@ class RecordedHost(Host):
 
     def netlink(self) -> object:
         raise OSError("a recorded tree has no netlink")
+
+    def http_get(self, url: str, timeout: float = 1.0, limit: int = 65536) -> HttpResponse:
+        raise ConnectionRefusedError(111, "Connection refused")  # no kube-proxy endpoint
 
 
 def proc(pid: int, *argv: str) -> ProcessInfo:

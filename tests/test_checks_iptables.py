@@ -434,3 +434,17 @@ def test_a_legacy_save_is_never_reused() -> None:
         assert host.ran == [("iptables-save",)] * 2  # empty output: backend unknown
     finally:
         iptables._NFT_SAVES.clear()
+
+
+def test_chains_missing_with_kube_proxy_mode_unknown_needs_its_traces() -> None:
+    """An unreadable kube-proxy config (mode "unknown") is checked like an offline paste: a
+    dump with KUBE-* chains but no OUTPUT hook is flagged, an empty nat table is not."""
+    unknown = iptables.KubeProxyMode(True, "unknown", "--config /x unreadable")
+    text = KUBE_PROXY_MINIMAL.replace(
+        '-A OUTPUT -m comment --comment "kubernetes service portals" -j KUBE-SERVICES\n', "")
+    (f,) = by_id(iptables.evaluate(facts_for(("iptables-save", text), mode=unknown), CTX),
+                 "iptables.kube-proxy-chains-missing")
+    assert f.severity == Severity.ERROR and "nat OUTPUT has no jump to KUBE-SERVICES" in f.evidence
+    empty = "*nat\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n"
+    found = iptables.evaluate(facts_for(("iptables-save", empty), mode=unknown), CTX)
+    assert not by_id(found, "iptables.kube-proxy-chains-missing")

@@ -62,7 +62,8 @@ def test_kubeadm_kube_proxy_mode_from_config_in_its_own_root(tmp_path: Path) -> 
     assert summary == {"kube_proxy_mode": "ipvs"}
     assert [(f.id, f.severity) for f in fs] == [("kube-proxy.not-running", Severity.OK)]
     assert "kube-proxy runs in ipvs mode" == fs[0].title
-    assert "config.conf: mode: 'ipvs'" in fs[0].evidence and "-> 200" in fs[0].evidence
+    assert "mode from /proc/42/root/var/lib/kube-proxy/config.conf: mode: ipvs" in fs[0].evidence
+    assert "-> 200" in fs[0].evidence
 
 
 def test_proxy_mode_endpoint_wins_over_flags(tmp_path: Path) -> None:
@@ -160,3 +161,31 @@ def test_k3s_with_kube_proxy_disabled_does_not_count(tmp_path: Path) -> None:
     host = FakeHost(tmp_path, [ProcessInfo(3, "k3s", ("k3s", "agent",
                                                       "--disable-kube-proxy"))])
     assert run(host)[2] == {"kube_proxy_mode": "absent"}
+
+
+def test_every_check_that_needs_the_mode_shares_one_verdict(tmp_path: Path) -> None:
+    """/proxyMode beats the flag for every check, not only this one (one source of truth)."""
+    from agent.checks import bridge_nf, conntrack, iptables, ipvs, kube_components
+
+    for check in (bridge_nf, conntrack, iptables, ipvs):
+        assert check.gather_kube_proxy_mode is kube_components.gather_kube_proxy_mode
+    argv = ("kube-proxy", "--proxy-mode=ipvs")
+    host = FakeHost(tmp_path, [ProcessInfo(7, "kube-proxy", argv)], {PROXYMODE: "nftables\n"})
+    assert kube_components.gather_kube_proxy_mode(host) == kube_components.KubeProxyMode(
+        True, "nftables", "GET " + PROXYMODE)
+    assert run(host)[2] == {"kube_proxy_mode": "nftables"}
+
+
+@pytest.mark.parametrize("config, argv, mode, source", [
+    ({"mode": ""}, ("kube-proxy", "--proxy-mode=ipvs"), "iptables",
+     "/c.yaml: mode: (empty: the default)"),
+    ({"mode": "kernelspace"}, ("kube-proxy",), "unknown", "/c.yaml: mode: kernelspace"),
+    ({}, ("kube-proxy", "--proxy-mode", "IPVS"), "ipvs", "kube-proxy --proxy-mode=IPVS"),
+])
+def test_classify_mode_config_before_flag_before_default(config, argv, mode, source) -> None:
+    from agent.checks.kube_components import KubeProxyFacts, classify_kube_proxy_mode
+
+    facts = KubeProxyFacts(ProcessInfo(7, "kube-proxy", argv), config_path="/c.yaml",
+                           config_source="/c.yaml", config=config)
+    got = classify_kube_proxy_mode(facts)
+    assert (got.running, got.mode, got.source) == (True, mode, source)

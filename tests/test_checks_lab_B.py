@@ -143,8 +143,9 @@ def test_tx_checksum_offload_read_through_pyroute2_ethtool(node) -> None:
 
 def test_kube_proxy_endpoints_answer_refused_and_status(node) -> None:
     ns, _ = node
-    probe = ("from agent.host import Host; from agent.checks.kube_proxy import _get; "
-             "print(_get(Host(), 'http://127.0.0.1:10256/healthz').text())")
+    probe = ("from agent.host import Host; "
+             "from agent.checks.kube_components import query_endpoint; "
+             "print(query_endpoint(Host(), 'http://127.0.0.1:10256/healthz').text())")
     assert in_ns(ns, probe) == "GET http://127.0.0.1:10256/healthz: connection refused"
     server = ns.popen([sys.executable, "-c", (
         "import http.server as h\n"

@@ -77,7 +77,9 @@ def evaluate(facts: Facts, ctx: CheckContext) -> tuple[Finding, ...]:
                                    "does not run here",
                              evidence=f"{value_ev}; {bridges_ev}; no kube-proxy process"),)
     evidence = f"{value_ev}; {bridges_ev}; kube-proxy mode {kp.mode} ({kp.source})"
-    if kp.mode != "iptables":
+    if kp.mode == "unknown":
+        evidence += "; assumed iptables, the Linux default"
+    elif kp.mode != "iptables":
         return (SPEC.finding("sysctl.bridge-nf-call-iptables-off", Severity.INFO, ctx.node,
                              title=f"bridge-nf-call-iptables off with kube-proxy in {kp.mode} "
                                    "mode (checked for iptables mode only)",

@@ -29,7 +29,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from agent.checks.base import CheckContext, CheckSpec, FindingSpec, Skipped
+from agent.checks.base import CheckContext, CheckSpec, FindingSpec
+from agent.checks.kube_components import KubeProxyMode, gather_kube_proxy_mode
 from agent.host import Host, ToolMissing
 from agent.parsers.iptables_save import (NO_TABLE, IptablesDump, IptablesRule,
                                          parse_iptables_save)
@@ -132,13 +133,6 @@ class SaveOutput:
 
 
 @dataclass(frozen=True)
-class KubeProxyMode:
-    running: bool | None  # None: not known (offline analysis)
-    mode: str = ""
-    source: str = ""
-
-
-@dataclass(frozen=True)
 class Facts:
     saves: tuple[SaveOutput, ...]
     kube_proxy: KubeProxyMode = KubeProxyMode(None)
@@ -220,12 +214,9 @@ def _save(host: Host, command: str) -> SaveOutput:
 
 def _kube_proxy_mode(host: Host) -> KubeProxyMode:
     try:
-        from agent.checks.kube_components import gather_kube_proxy_mode
-
-        got = gather_kube_proxy_mode(host)
+        return gather_kube_proxy_mode(host)
     except Exception as exc:  # noqa: BLE001 - the mode is context; the rules still get read
         return KubeProxyMode(None, "", f"kube-proxy mode unknown: {exc}")
-    return KubeProxyMode(got.running, got.mode, got.source)
 
 
 def _vxlan_ports(host: Host) -> tuple[tuple[str, int], ...]:
@@ -343,13 +334,13 @@ def _no_endpoints(rules: KubeProxyRules, dump: IptablesDump, ctx: CheckContext,
 
 def _chains_missing(facts: Facts, ctx: CheckContext) -> list[Finding]:
     kp = facts.kube_proxy
-    if kp.running is False or (kp.running and kp.mode not in ("iptables", "")):
+    if kp.running is False or (kp.running and kp.mode not in ("iptables", "unknown")):
         return []  # no kube-proxy, or IPVS/nftables mode: not applicable
     full = [(c, d) for c, d in facts.dumps() if "nat" in d.tables]
     views = [(c, d, facts.kube_proxy_rules(c, d)) for c, d in facts.dumps()]
     traces = any(r.mode == "iptables" or _kube_traces(d) for _c, d, r in views)
-    if kp.running is None and not traces:
-        return []  # offline, and nothing from kube-proxy in the paste
+    if (kp.running is None or kp.mode == "unknown") and not traces:
+        return []  # offline or mode unknown, and nothing from kube-proxy in the rules
     if not full:
         if kp.running:
             return [SPEC.finding("iptables.kube-proxy-chains-missing", Severity.ERROR,

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from agent.checks.base import CheckContext, CheckSpec, FindingSpec
+from agent.checks.kube_components import gather_kube_proxy_mode
 from agent.host import Host, ToolMissing
 from agent.parsers.ipvsadm import IpvsTable, parse_ipvsadm, parse_proc_ip_vs
 from agent.parsers.kube_proxy_rules import digest_keys
@@ -100,8 +101,6 @@ def _is_node_port(address: str, port: int, vips: frozenset[str] | None) -> bool:
 def gather(host: Host, ctx: CheckContext) -> Facts:
     mode = ""
     try:
-        from agent.checks.kube_components import gather_kube_proxy_mode
-
         kp = gather_kube_proxy_mode(host)
         mode = kp.mode if kp.running else ""
     except Exception:  # noqa: BLE001 - the IPVS table still tells
