@@ -90,8 +90,9 @@ class NodeDigest:
     seen_pairs: frozenset[str] = frozenset()
     #: the `service_vips_digest` fact (any nesting), or None
     service_vips: Any = None
-    #: (device name, vni, port, mtu) of every overlay device
-    overlay_key: tuple[tuple[Any, ...], ...] = ()
+    #: "name,vni,port,mtu|..." of every overlay device (a str: its hash is cached, so
+    #: "are all nodes' devices alike?" is one cheap set)
+    overlay_key: str = ""
 
     def sent_wire(self, peer: str) -> int:
         ws = self.wire_sent
@@ -154,7 +155,8 @@ def digest_report(report: NodeReport) -> NodeDigest:
         wire_pairs=frozenset(f"{name}{PAIR_SEP}{t}" for t in wire_sent),
         seen_pairs=frozenset(f"{p}{PAIR_SEP}{name}" for p in seen_wire),
         service_vips=vips,
-        overlay_key=tuple((d.name, d.vni, d.port, d.mtu) for d in report.overlay))
+        overlay_key=intern("|".join(f"{d.name},{d.vni},{d.port},{d.mtu}"
+                                    for d in report.overlay)))
 
 
 #: the few distinct sets of lost kinds, shared between digests
