@@ -25,8 +25,9 @@ from agent.probes.frames import (MARKER_MAGIC, CapturedProbe, ProbeFrame, classi
 
 ETH_P_IP = 0x0800
 PACKET_OUTGOING = 4
-#: Packets drained per wake-up at most, so a flood cannot starve the stop check.
-CAPTURE_BATCH = 256
+#: Packets (or connections) drained per wake-up at most, so a flood cannot starve the stop
+#: check.
+READ_BATCH = 256
 
 ReplyHandler = Callable[[CapturedProbe, int], None]
 StackReplyHandler = Callable[[ProbeFrame, int], None]
@@ -48,6 +49,55 @@ def wait_readable(sock: socket.socket, wake_fd: int) -> bool:
             return False
         if events:
             return True
+
+
+class SocketThread:
+    """One non-blocking socket read by one daemon thread that sleeps in poll() until the
+    socket or stop() (a wake pipe) wakes it: the lifecycle the capture, the reply listener and
+    the control responders share. A subclass opens its socket, hands it to `_serve`, and reads
+    one packet (or connection) per `_read_one` call."""
+
+    def __init__(self) -> None:
+        self._sock: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self._wake_r = self._wake_w = -1
+
+    def _serve(self, sock: socket.socket, thread_name: str) -> None:
+        sock.setblocking(False)
+        self._sock = sock
+        self._wake_r, self._wake_w = os.pipe()
+        self._thread = threading.Thread(target=self._loop, name=thread_name, daemon=True)
+        self._thread.start()
+
+    def _read_one(self, sock: socket.socket) -> None:
+        """Receive and handle one item; BlockingIOError when there is none left."""
+        raise NotImplementedError
+
+    def _loop(self) -> None:
+        sock = self._sock
+        assert sock is not None
+        # Blocks in the kernel until something passes the socket's filter: no idle wake-ups.
+        while wait_readable(sock, self._wake_r):
+            for _ in range(READ_BATCH):
+                try:
+                    self._read_one(sock)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError:
+                    return  # the socket was closed under us
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            os.write(self._wake_w, b"x")
+            self._thread.join(timeout=2.0)
+            self._thread = None
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        for fd in (self._wake_r, self._wake_w):
+            if fd >= 0:
+                os.close(fd)
+        self._wake_r = self._wake_w = -1
 
 
 def missing_capability_message(what: str, exc: OSError) -> str:
@@ -75,13 +125,14 @@ class SeenTally:
         return counts
 
 
-class Capture:
+class Capture(SocketThread):
     """Counts peers' probes seen on `ifname`; calls `on_reply(probe, recv_ns)` (in the capture
     thread) for echo replies to this node's probes."""
 
     def __init__(self, node_name: str, ifname: str, vxlan_port: int,
                  on_reply: ReplyHandler | None = None, seen: SeenTally | None = None,
                  snaplen: int = CAPTURE_SNAPLEN_BYTES) -> None:
+        super().__init__()
         self.node_name = node_name
         self.ifname = ifname
         self.vxlan_port = vxlan_port
@@ -89,9 +140,6 @@ class Capture:
         self.snaplen = snaplen
         self._own_id = sender_id(node_name)
         self.seen = seen if seen is not None else SeenTally()
-        self._sock: socket.socket | None = None
-        self._thread: threading.Thread | None = None
-        self._wake_r = self._wake_w = -1
         self.packets = 0
 
     def start(self) -> None:
@@ -107,44 +155,14 @@ class Capture:
         except OSError as exc:
             sock.close()
             raise CaptureError(f"capture on {self.ifname}: {exc.strerror or exc}") from None
-        self._sock = sock
-        self._wake_r, self._wake_w = os.pipe()
-        self._thread = threading.Thread(target=self._loop, name=f"netdiag-capture-{self.ifname}",
-                                        daemon=True)
-        self._thread.start()
+        self._serve(sock, f"netdiag-capture-{self.ifname}")
 
-    def stop(self) -> None:
-        if self._thread is not None:
-            os.write(self._wake_w, b"x")
-            self._thread.join(timeout=2.0)
-            self._thread = None
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
-        for fd in (self._wake_r, self._wake_w):
-            if fd >= 0:
-                os.close(fd)
-        self._wake_r = self._wake_w = -1
-
-    def _loop(self) -> None:
-        sock = self._sock
-        assert sock is not None
-        sock.setblocking(False)
-        while True:
-            # Blocks in the kernel until a VXLAN packet passes the filter: no idle wake-ups.
-            if not wait_readable(sock, self._wake_r):
-                return
-            for _ in range(CAPTURE_BATCH):
-                try:
-                    data, addr = sock.recvfrom(self.snaplen)
-                except (BlockingIOError, InterruptedError):
-                    break
-                except OSError:
-                    return
-                if addr[2] == PACKET_OUTGOING:
-                    continue
-                self.packets += 1
-                self._handle(data, time.monotonic_ns())
+    def _read_one(self, sock: socket.socket) -> None:
+        data, addr = sock.recvfrom(self.snaplen)
+        if addr[2] == PACKET_OUTGOING:
+            return
+        self.packets += 1
+        self._handle(data, time.monotonic_ns())
 
     def _handle(self, data: bytes, recv_ns: int) -> None:
         probe = classify_vxlan_packet(data, self.vxlan_port)
@@ -160,7 +178,7 @@ class Capture:
         self.seen.add(marker.sender, probe.outer_src, marker.kind)
 
 
-class ReplyListener:
+class ReplyListener(SocketThread):
     """A raw ICMP socket (with a BPF filter: echo replies carrying our marker) that receives
     the peer kernels' replies to our echo/MTU probes *after* this node's own stack accepted
     them: decapsulated by our VXLAN device, through our firewall and rp_filter. The underlay
@@ -169,12 +187,10 @@ class ReplyListener:
 
     def __init__(self, node_name: str, on_reply: StackReplyHandler,
                  snaplen: int = CAPTURE_SNAPLEN_BYTES) -> None:
+        super().__init__()
         self.on_reply = on_reply
         self.snaplen = snaplen
         self._own_id = sender_id(node_name)
-        self._sock: socket.socket | None = None
-        self._thread: threading.Thread | None = None
-        self._wake_r = self._wake_w = -1
 
     def start(self) -> None:
         try:
@@ -184,44 +200,14 @@ class ReplyListener:
                 from None
         try:
             attach_filter(sock, build_echo_reply_filter(MARKER_MAGIC, self.snaplen))
-            # Replies that queued before the filter was attached are drained unfiltered below.
+            # Replies queued before the filter was attached arrive unfiltered: `_read_one`
+            # classifies every packet anyway.
         except OSError as exc:
             sock.close()
             raise CaptureError(f"echo reply socket: {exc.strerror or exc}") from None
-        sock.setblocking(False)
-        self._sock = sock
-        self._wake_r, self._wake_w = os.pipe()
-        self._thread = threading.Thread(target=self._loop, name="netdiag-echo-replies",
-                                        daemon=True)
-        self._thread.start()
+        self._serve(sock, "netdiag-echo-replies")
 
-    def _loop(self) -> None:
-        sock = self._sock
-        assert sock is not None
-        while True:
-            if not wait_readable(sock, self._wake_r):
-                return
-            for _ in range(CAPTURE_BATCH):
-                try:
-                    data = sock.recv(self.snaplen)
-                except (BlockingIOError, InterruptedError):
-                    break
-                except OSError:
-                    return
-                frame = classify_probe_ipv4(data)
-                if frame is not None and frame.is_reply and \
-                        frame.marker.sender_id == self._own_id:
-                    self.on_reply(frame, time.monotonic_ns())
-
-    def stop(self) -> None:
-        if self._thread is not None:
-            os.write(self._wake_w, b"x")
-            self._thread.join(timeout=2.0)
-            self._thread = None
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
-        for fd in (self._wake_r, self._wake_w):
-            if fd >= 0:
-                os.close(fd)
-        self._wake_r = self._wake_w = -1
+    def _read_one(self, sock: socket.socket) -> None:
+        frame = classify_probe_ipv4(sock.recv(self.snaplen))
+        if frame is not None and frame.is_reply and frame.marker.sender_id == self._own_id:
+            self.on_reply(frame, time.monotonic_ns())

@@ -13,136 +13,71 @@ import json
 import os
 import socket
 import sys
-import threading
 import time
 from typing import Sequence
 
 from agent.ports import AGENT_PORT, VXLAN_PORT_LINUX
-from agent.probes.capture import Capture, CaptureError, SeenTally, wait_readable
+from agent.probes.capture import Capture, CaptureError, SeenTally, SocketThread
 from agent.probes.frames import parse_marker
 
 UDP_MAX_DATAGRAM = 2048
 TCP_BACKLOG = 64
 
 
-class UdpResponder:
+class UdpResponder(SocketThread):
     """Echoes probe markers sent to UDP `port`; counts them (udp-control) in `seen`."""
 
     def __init__(self, listen: str = "", port: int = AGENT_PORT,
                  seen: SeenTally | None = None) -> None:
+        super().__init__()
         self.listen, self.port = listen, port
         self.seen = seen if seen is not None else SeenTally()
-        self._sock: socket.socket | None = None
-        self._thread: threading.Thread | None = None
-        self._wake_r = self._wake_w = -1
 
     def start(self) -> None:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._serve(_bound(socket.SOCK_DGRAM, self.listen, self.port),
+                    "netdiag-udp-responder")
+
+    def _read_one(self, sock: socket.socket) -> None:
+        data, addr = sock.recvfrom(UDP_MAX_DATAGRAM)
+        marker = parse_marker(data)
+        if marker is None or marker.kind != "udp-control":
+            return
+        self.seen.add(marker.sender, addr[0], marker.kind)
         try:
-            sock.bind((self.listen, self.port))
+            sock.sendto(data, addr)
         except OSError:
-            sock.close()
-            raise
-        sock.setblocking(False)
-        self._sock = sock
-        self._wake_r, self._wake_w = os.pipe()
-        self._thread = threading.Thread(target=self._loop, name="netdiag-udp-responder",
-                                        daemon=True)
-        self._thread.start()
-
-    def _loop(self) -> None:
-        sock = self._sock
-        assert sock is not None
-        while True:
-            if not wait_readable(sock, self._wake_r):
-                return
-            while True:
-                try:
-                    data, addr = sock.recvfrom(UDP_MAX_DATAGRAM)
-                except (BlockingIOError, InterruptedError):
-                    break
-                except OSError:
-                    return
-                marker = parse_marker(data)
-                if marker is None or marker.kind != "udp-control":
-                    continue
-                self.seen.add(marker.sender, addr[0], marker.kind)
-                try:
-                    sock.sendto(data, addr)
-                except OSError:
-                    pass
-
-    def stop(self) -> None:
-        _stop(self._thread, self._wake_w)
-        self._thread = None
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
-        _close_pipe(self)
+            pass
 
 
-class TcpResponder:
+class TcpResponder(SocketThread):
     """Accepts and closes TCP connections on `port` (what the tcp-control probe connects to
     when no agent daemon serves HTTP there)."""
 
     def __init__(self, listen: str = "", port: int = AGENT_PORT) -> None:
+        super().__init__()
         self.listen, self.port = listen, port
-        self._sock: socket.socket | None = None
-        self._thread: threading.Thread | None = None
-        self._wake_r = self._wake_w = -1
 
     def start(self) -> None:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((self.listen, self.port))
+        self._serve(_bound(socket.SOCK_STREAM, self.listen, self.port),
+                    "netdiag-tcp-responder")
+
+    def _read_one(self, sock: socket.socket) -> None:
+        conn, _ = sock.accept()
+        conn.close()
+
+
+def _bound(kind: socket.SocketKind, listen: str, port: int) -> socket.socket:
+    """An IPv4 socket bound to (listen, port), listening when it is TCP; raises OSError."""
+    sock = socket.socket(socket.AF_INET, kind)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((listen, port))
+        if kind == socket.SOCK_STREAM:
             sock.listen(TCP_BACKLOG)
-        except OSError:
-            sock.close()
-            raise
-        sock.setblocking(False)
-        self._sock = sock
-        self._wake_r, self._wake_w = os.pipe()
-        self._thread = threading.Thread(target=self._loop, name="netdiag-tcp-responder",
-                                        daemon=True)
-        self._thread.start()
-
-    def _loop(self) -> None:
-        sock = self._sock
-        assert sock is not None
-        while True:
-            if not wait_readable(sock, self._wake_r):
-                return
-            while True:
-                try:
-                    conn, _ = sock.accept()
-                except (BlockingIOError, InterruptedError):
-                    break
-                except OSError:
-                    return
-                conn.close()
-
-    def stop(self) -> None:
-        _stop(self._thread, self._wake_w)
-        self._thread = None
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
-        _close_pipe(self)
-
-
-def _stop(thread: threading.Thread | None, wake_w: int) -> None:
-    if thread is not None:
-        os.write(wake_w, b"x")
-        thread.join(timeout=2.0)
-
-
-def _close_pipe(obj: UdpResponder | TcpResponder) -> None:
-    for fd in (obj._wake_r, obj._wake_w):
-        if fd >= 0:
-            os.close(fd)
-    obj._wake_r = obj._wake_w = -1
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def seen_to_json(seen: dict[tuple[str, str, str], int]) -> list[dict[str, object]]:
