@@ -18,16 +18,30 @@ Public API (what the collector calls)
   Sequence of them (the newest per node is used). Passing NodeDigests computed once at ingest
   (`digest_report`) keeps whole-cluster correlation in the tens of milliseconds at 5,000 nodes.
 - `history`: Mapping[node name, Sequence[NodeReport | NodeDigest]] — each node's recent reports
-  (any order; the latest may be included; 3-5 rounds are plenty). **Verdicts need it**: a
-  probe failure must persist in `config.min_failed_rounds` (2) consecutive rounds before any
-  rule uses it; without history every failure stays "unconfirmed" (shown in the matrix as `x`,
-  no diagnosis).
+  (any order, oldest first is cheapest; the latest may be included; 3-5 rounds are plenty).
+  **Verdicts need it**: a node-level verdict (inbound/outbound blocked, UDP blocked, MTU,
+  partition) must hold in each of the last `config.min_failed_rounds` (2) rounds — the
+  senders may differ from round to round when peer samples rotate — and a pair failure must
+  repeat in 2 rounds in which that pair was probed. Without history every failure stays
+  "unconfirmed" (shown in the matrix as `x`, no diagnosis).
 - `received_at`: Mapping[node name, float] — when the collector received each latest report
   (used by `agent.stale` instead of the agent's own clock when given).
 - `now`: the collector's clock, seconds since the epoch.
 - Result: Diagnoses (agent.report.Diagnosis: id, severity, node, title, evidence,
   remediation, nodes) sorted worst first. Node findings are NOT repeated here: the renderer
   lists each report's own findings per node (`collector.render`).
+
+Trust: a node is blamed only when >= `min_senders` (2) senders, more than half of those that
+probed it, fail to reach it; one sender failing to one receiver is an `overlay.pair-failure`
+that blames neither. A sender reporting `agent.round-overrun` is not evidence. A probe that
+never arrived (the receiver's capture saw none) weighs more than one that arrived unanswered
+(its answer may have died on the way back), which is how inbound, outbound and both are told
+apart. Where the evidence cannot separate causes the title says so ("node2 or the fabric in
+front of it", "insufficient evidence to blame ...").
+
+Data (model.py): `NodeDigest` (one report indexed: targets, lost kinds per peer, wire probes
+seen, scalar facts flattened to dotted keys; ~7 kB), `ReachabilityMatrix` (failing pairs per
+round as `PairStatus`, probed counts). Thresholds: `CorrelationConfig` (base.py).
 
 Rules (one module each, run root causes first; an earlier diagnosis folds the probe failures
 it explains so they are not reported again):
