@@ -110,7 +110,7 @@ CNI_CONFIGS = {
     "cilium": ("05-cilium.conf", {"cniVersion": "0.3.1", "name": "cilium",
                                   "type": "cilium-cni", "enable-debug": False}),
 }
-HOST_TOOLS = ("conntrack", "iptables", "iptables-save", "ipvsadm", "ip", "nft")
+HOST_TOOLS = ("conntrack", "ipvsadm")
 CNI_STAND_IN = ("#!/bin/sh\n# netdiag lab stand-in: the lab wires its pods itself.\n"
                 "echo 'netdiag lab: CNI plugin stand-in' >&2\nexit 1\n")
 
@@ -352,12 +352,13 @@ class Lab:
         for plugin in sorted(plugins):
             (bin_dir / plugin).write_text(CNI_STAND_IN)
             (bin_dir / plugin).chmod(0o755)
-        # The node's own tools are this machine's (the namespaces share its filesystem).
+        # The node's own tools are this machine's. Copies, not symlinks: the agent resolves
+        # absolute symlinks inside the host root, as it must for a real node's /host.
         for tool in HOST_TOOLS:
             real = shutil.which(tool)
             if real:
                 (root / "usr/sbin").mkdir(parents=True, exist_ok=True)
-                (root / "usr/sbin" / tool).symlink_to(os.path.realpath(real))
+                shutil.copy2(os.path.realpath(real), root / "usr/sbin" / tool)
         return root
 
     def fabric_ip(self, ip: str = f"{UNDERLAY_NET}.1") -> str:
