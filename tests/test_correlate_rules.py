@@ -307,3 +307,12 @@ def test_control_probe_only_pair_failure_is_info() -> None:
                    else set())
     diags = correlate(sim.latest, sim.now, sim.history)
     assert [(d.id, d.severity) for d in diags] == [("overlay.pair-failure", Severity.INFO)]
+
+
+def test_a_node_one_sync_behind_a_new_service_is_not_stale() -> None:
+    names = nodes(4)
+    old = {n: {"service_vips_digest": "sha256:v1"} for n in names}
+    new = {n: {"service_vips_digest": "sha256:v2"} for n in names}
+    new["node3"] = {"service_vips_digest": "sha256:v1"}  # its kube-proxy syncs a bit later
+    sim = Simulation([build_round(names, 1000.0, facts=old), build_round(names, 1010.0, facts=new)])
+    assert [d.severity for d in correlate(sim.latest, sim.now, sim.history)] == [Severity.INFO]

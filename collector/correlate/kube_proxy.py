@@ -4,8 +4,8 @@ majority. The usual cause is a stale kube-proxy: it stopped syncing (lost its AP
 crash-looping, conntrack missing), so new or changed Services do not work from that node.
 
 kube-proxy syncs on its own schedule, so one differing report may be a sync in progress: the
-verdict is a warning only when the node's previous report also differed from today's majority
-(`min_failed_rounds` reports); a single report is info.
+verdict is a warning only when the node's previous report also differed from the majority of
+that earlier round (`min_failed_rounds` reports); a single report is info.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections import Counter
 from agent.report import Severity
 from collector.correlate.base import (ClusterView, RuleResult, _Acc, clear_majority, diagnosis,
                                       name_list)
-from collector.correlate.model import as_digest
+from collector.correlate.model import previous_rounds
 
 FACT_SUFFIX = "service_vips_digest"
 FIX = ("Restart kube-proxy on {nodes} (`kubectl -n kube-system delete pod -l "
@@ -38,18 +38,26 @@ def evaluate(view: ClusterView) -> RuleResult:
         return acc.result()
     value = major[0]
     wrong = sorted(n for n, v in values.items() if v != value)
+    # earlier rounds, each against the majority of its own time (a Service added between two
+    # rounds changes every node's digest: a node one sync behind is not stale)
+    need = view.config.min_failed_rounds
+    earlier: dict[str, list] = {n: [p.service_vips for p in
+                                    previous_rounds(d, view.history.get(n), need - 1)]
+                                for n, d in view.live.items()}
+    majorities = []
+    for k in range(need - 1):
+        vals = Counter(v[k] for v in earlier.values() if len(v) > k and v[k] not in (None, ""))
+        m = clear_majority(vals, 0.5) if len(vals) >= 1 else None
+        majorities.append(m[0] if m else None)
     confirmed, single = [], []
     for n in wrong:
         rounds = 1
-        latest = view.live[n]
-        for h in sorted((as_digest(r) for r in view.history.get(n, ())),
-                        key=lambda d: -d.collected_at):
-            if h.collected_at >= latest.collected_at:
-                continue
-            if h.service_vips in (None, value):
+        for k, maj in enumerate(majorities):
+            old = earlier[n][k] if len(earlier[n]) > k else None
+            if maj is None or old in (None, "") or old == maj:
                 break
             rounds += 1
-        (confirmed if rounds >= view.config.min_failed_rounds else single).append((n, rounds))
+        (confirmed if rounds >= need else single).append((n, rounds))
     for group, severity, note in ((confirmed, Severity.WARNING, ""),
                                   (single, Severity.INFO, " (one report: may be a sync in "
                                                            "progress)")):
