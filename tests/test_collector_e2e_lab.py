@@ -1,8 +1,9 @@
 """End to end on the namespace lab: the collector on the fabric, `netdiag agent --interval 2`
 in every node namespace, real probes, real faults. For each fault the JSON /report must name
 the right diagnosis and node(s) within a few intervals and nothing else at error; a healthy lab
-has nothing at warning or worse; an agent that stops becomes `agent.stale`. Prints the time
-from injection to diagnosis.
+has nothing at warning or worse; an agent that stops becomes `agent.stale`; a collector
+restarted on the same database knows every node at once and the agents report how long they
+could not post. Prints the time from injection to diagnosis.
 
 Run alone: `python -m pytest tests/test_collector_e2e_lab.py -s -q` (root).
 """
@@ -111,6 +112,13 @@ def serious(report: dict[str, Any], at_least: tuple[str, ...]) -> list[tuple[str
             if d["severity"] in at_least]
 
 
+def start_collector(procs: Procs, lab: Any, tmp_path: Path) -> None:
+    procs.start("collector", lab.fabric.name, [
+        "collector", "--listen", f"{COLLECTOR_IP}:{COLLECTOR_PORT}",
+        "--db", str(tmp_path / "collector.sqlite3"),
+        "--token-file", str(tmp_path / "token"), "--interval", str(INTERVAL_S)])
+
+
 @pytest.fixture
 def running_lab(tmp_path):
     reason = require_root()
@@ -127,22 +135,19 @@ def running_lab(tmp_path):
             sh(["ip", "-n", lab.fabric.name, "addr", "replace", f"{COLLECTOR_IP}/24",
                 "dev", "fabric0"])
             (tmp_path / "token").write_text("e2e-token\n")
-            procs.start("collector", lab.fabric.name, [
-                "collector", "--listen", f"{COLLECTOR_IP}:{COLLECTOR_PORT}",
-                "--db", str(tmp_path / "collector.sqlite3"),
-                "--token-file", str(tmp_path / "token"), "--interval", str(INTERVAL_S)])
+            start_collector(procs, lab, tmp_path)
             for n in lab.nodes:
                 procs.start(n.name, n.ns_name, [
                     "agent", "--collector", f"http://{COLLECTOR_IP}:{COLLECTOR_PORT}",
                     "--node-name", n.name, "--interval", str(INTERVAL_S),
                     "--token-file", str(tmp_path / "token")])
-            yield lab, procs
+            yield lab, procs, tmp_path
         finally:
             procs.stop_all()
 
 
 def test_end_to_end_faults_are_named_with_their_nodes(running_lab) -> None:
-    lab, procs = running_lab
+    lab, procs, tmp_path = running_lab
     names = sorted(n.name for n in lab.nodes)
 
     def healthy(report: dict[str, Any]) -> bool:
@@ -184,5 +189,18 @@ def test_end_to_end_faults_are_named_with_their_nodes(running_lab) -> None:
                                                                                  "error")))
     timings.append(("agent stopped", took))
     assert [d for d in serious(report, ("error",)) if d[0] != "agent.stale"] == []
+    # The collector goes away and comes back on the same database: it still knows every
+    # node at once, and the agents' first reports say how long they could not post.
+    collector = procs.procs.pop("collector")
+    collector.send_signal(signal.SIGTERM)
+    assert collector.wait(timeout=STOP_TIMEOUT_S) == 0
+    time.sleep(3 * INTERVAL_S)
+    start_collector(procs, lab, tmp_path)
+    report, _ = wait_for(lab, procs, "the restarted collector", STARTUP_TIMEOUT_S,
+                         lambda r: len(r["nodes"]) == len(names))
+    report, _ = wait_for(lab, procs, "agent.post-failing from the agents", DETECT_TIMEOUT_S,
+                         lambda r: any(f["id"] == "agent.post-failing" for f in r["findings"]))
+    failing = [f for f in report["findings"] if f["id"] == "agent.post-failing"]
+    assert failing[0]["severity"] == "warning" and "failed attempt" in failing[0]["evidence"]
     print("\ntime to detect (interval %gs): %s" % (
         INTERVAL_S, ", ".join(f"{f} {t:.1f}s" for f, t in timings)))
