@@ -20,7 +20,8 @@ SENT = 3
 ALL_KINDS = ("wire", "echo", "udp-control", "tcp-control", "mtu")
 WIRE_ONLY_KINDS = ("wire", "udp-control", "tcp-control")
 BASE_FACTS = {"ip_forward": 1, "rp_filter": {"all": 0, "eth0": 2}, "kube_proxy_mode": "iptables",
-              "conntrack_binary": True, "service_vips_digest": "sha256:aaaa"}
+              "conntrack_binary": True, "cni_config_digest": "sha256:cni1",
+              "service_vips_digest": "sha256:aaaa"}
 
 Lost = Callable[[str, str], Iterable[str]]
 

@@ -316,3 +316,13 @@ def test_a_node_one_sync_behind_a_new_service_is_not_stale() -> None:
     new["node3"] = {"service_vips_digest": "sha256:v1"}  # its kube-proxy syncs a bit later
     sim = Simulation([build_round(names, 1000.0, facts=old), build_round(names, 1010.0, facts=new)])
     assert [d.severity for d in correlate(sim.latest, sim.now, sim.history)] == [Severity.INFO]
+
+
+def test_drift_needs_two_reports_against_each_rounds_majority() -> None:
+    names = nodes(4)
+    before = build_round(names, 1000.0)
+    after = build_round(names, 1010.0, facts={"node3": {"cni_config_digest": "sha256:new"}})
+    sim = Simulation([before, after])
+    diags = correlate(sim.latest, sim.now, sim.history)
+    assert [(d.id, d.severity) for d in diags] == [("drift.cni_config_digest", Severity.INFO)]
+    assert "(one report so far)" in diags[0].title

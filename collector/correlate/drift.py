@@ -8,9 +8,11 @@ meant to be alike; the odd one out is where "works on every node but one" comes 
 Only with a clear majority (more than `drift_majority` of the nodes that report the fact, and
 at least `drift_min_nodes` of them); counters, timestamps and per-node identities
 (`drift_ignore_keys`, `drift_ignore_suffixes`) are not compared; `service_vips_digest` has its
-own rule (kube-proxy.rules-diverged). Severity warning; info when every odd node's own check
-already flags the fact (e.g. `sysctl.ip-forward-off` for `ip_forward`): the root cause is then
-reported once, by the node, and the drift only adds that the node is the odd one out.
+own rule (kube-proxy.rules-diverged). Severity warning once a node was the odd one out in
+`min_failed_rounds` (2) reports (each against its round's majority: a rollout in progress is
+not drift), info before; also info when every odd node's own check already flags the fact
+(e.g. `sysctl.ip-forward-off` for `ip_forward`): the root cause is then reported once, by the
+node, and the drift only adds that the node is the odd one out.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 from agent.report import Severity
 from collector.correlate.base import (ClusterView, RuleResult, _Acc, clear_majority, diagnosis,
                                       name_list)
+from collector.correlate.model import previous_rounds
 
 FIX = ("Bring {nodes} in line with the rest of the cluster on `{key}` (majority: "
        "{value}): find what set it there (a sysctl.d file, a hand edit, a different image or "
@@ -85,12 +88,33 @@ def evaluate(view: ClusterView) -> RuleResult:
                 odd[name] = v
         drifting.setdefault(key.split(".", 1)[0], []).append(
             (key, value, odd, counts[value], total))
+    if not drifting:
+        return acc.result()
+    # the round before: each node's previous facts, to see whether the odd ones were odd then
+    # too (against that round's majority: a rollout in progress is not drift yet)
+    need = cfg.min_failed_rounds
+    previous = {n: previous_rounds(d, view.history.get(n), need - 1)
+                for n, d in view.live.items()} if need > 1 else {}
     for fact, keys in drifting.items():
         wrong = sorted({n for _, _, odd, _, _ in keys for n in odd})
+        persisted = set(wrong)
+        for k in range(need - 1):
+            for key, _, odd, _, _ in keys:
+                votes_k = Counter(p[k].facts[key] for p in previous.values()
+                                  if len(p) > k and key in p[k].facts)
+                major_k = clear_majority(votes_k, cfg.drift_majority)
+                for n in list(persisted):
+                    if n not in odd:
+                        continue
+                    p = previous.get(n, [])
+                    if (major_k is None or len(p) <= k or key not in p[k].facts
+                            or p[k].facts[key] == major_k[0]):
+                        persisted.discard(n)
         # a node whose own check already flags this fact has its root cause reported once
         # (its finding); the cross-node view then only adds that it is the odd one out
         flagged = {n: _own_finding(view, n, fact) for n in wrong}
-        severity = Severity.INFO if all(flagged.values()) else Severity.WARNING
+        severity = (Severity.WARNING if any(n in persisted and not flagged[n] for n in wrong)
+                    else Severity.INFO)
         evidence = []
         for key, value, odd, top, total in keys:
             evidence += [f"{n}: {key} = {odd[n]!r}"
@@ -107,6 +131,8 @@ def evaluate(view: ClusterView) -> RuleResult:
                               for k, v, _, _, _ in keys[:4])
             title = (f"{fact} differs on {name_list(wrong, 4)} from the majority "
                      f"({parts}{' ...' if len(keys) > 4 else ''})")
+        if not persisted:
+            title += " (one report so far)"
         majority = ", ".join(f"{k} = {v!r}" for k, v, _, _, _ in keys)
         acc.diagnoses.append(diagnosis(f"drift.{fact}", severity, wrong, title, evidence,
                                        FIX.format(nodes=name_list(wrong), key=fact,
