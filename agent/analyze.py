@@ -145,6 +145,7 @@ def _ipvs(a: Analysis, node: str, proc: bool = False) -> None:
 
 
 def _conntrack(a: Analysis, node: str) -> None:
+    from agent.checks import conntrack
     from agent.checks.base import CheckContext
     from agent.parsers.conntrack_cli import ConntrackCliError, parse_conntrack_stats
 
@@ -162,14 +163,8 @@ def _conntrack(a: Analysis, node: str) -> None:
     if short:
         a.notes.append(f"CPU row(s) {', '.join(map(str, short))} have fewer counters than the "
                        "others: the output may be cut")
-    try:
-        from agent.checks import conntrack
-
-        found = conntrack._counters(stat, CheckContext(node=node))  # noqa: SLF001
-    except (ImportError, AttributeError) as exc:
-        a.notes.append(f"format recognised, analysis not available ({exc})")
-        return
-    proc_label = f"/proc/{getattr(conntrack, 'STAT_PATH', 'net/stat/nf_conntrack')}"
+    found = conntrack.evaluate_counters(stat, CheckContext(node=node))
+    proc_label = f"/proc/{conntrack.STAT_PATH}"
     a.findings.extend(Finding(f.id, f.severity, f.node, f.title,
                               f.evidence.replace(proc_label, "conntrack -S"), f.remediation)
                       for f in found)
@@ -177,12 +172,9 @@ def _conntrack(a: Analysis, node: str) -> None:
 
 
 def _ip_link(a: Analysis, node: str, fdb: "Analysis | None") -> None:
-    try:
-        from agent.checks.vxlan import evaluate_iproute_text
-        from agent.parsers.iproute_text import parse_ip_link_details
-    except ImportError as exc:
-        a.notes.append(f"format recognised (ip -d link show), analysis not available ({exc})")
-        return
+    from agent.checks.vxlan import evaluate_iproute_text
+    from agent.parsers.iproute_text import parse_ip_link_details
+
     links = parse_ip_link_details(a.text)
     vx = [link for link in links if link.vxlan is not None]
     a.summary = (f"ip -d link show: {len(links)} links, VXLAN: "
@@ -194,11 +186,8 @@ def _ip_link(a: Analysis, node: str, fdb: "Analysis | None") -> None:
 
 
 def _bridge_fdb(a: Analysis, node: str, paired: bool) -> None:
-    try:
-        from agent.parsers.iproute_text import parse_bridge_fdb
-    except ImportError as exc:
-        a.notes.append(f"format recognised (bridge fdb show), analysis not available ({exc})")
-        return
+    from agent.parsers.iproute_text import parse_bridge_fdb
+
     entries = parse_bridge_fdb(a.text)
     a.summary = f"bridge fdb show: {len(entries)} entries"
     if not paired:
@@ -207,11 +196,8 @@ def _bridge_fdb(a: Analysis, node: str, paired: bool) -> None:
 
 
 def _cni(a: Analysis, node: str) -> None:
-    try:
-        from agent.checks.cni import evaluate_config_text
-    except ImportError as exc:
-        a.notes.append(f"format recognised (CNI config), analysis not available ({exc})")
-        return
+    from agent.checks.cni import evaluate_config_text
+
     a.summary = "CNI config"
     a.findings.extend(evaluate_config_text(a.text, a.label, node))
 

@@ -24,21 +24,21 @@ def _facts(values, interfaces=(), routes=(), cilium=False, persisted=()):
     return Facts(tuple(values.items()), tuple(interfaces), routes, cilium, tuple(persisted), ())
 
 
+#: flannel.1 on top of eth0, the default route out of eth0: (interfaces, routes).
+FLANNEL_OVER_ETH0 = ([Interface("flannel.1", "vxlan", ("eth0",)), Interface("eth0", "", ())],
+                     (Route("eth0", "0.0.0.0", 0, "192.168.77.1", 3, 0),
+                      Route("flannel.1", "10.244.1.0", 24, "10.244.1.0", 3, 0)))
+
+
 def test_flags_strict_rp_filter_on_vxlan_device_as_warning_when_routes_go_back_through_it():
-    facts = _facts({"all": 0, "default": 0, "flannel.1": 1, "eth0": 0},
-                   [Interface("flannel.1", "vxlan", ("eth0",)), Interface("eth0", "", ())],
-                   (Route("eth0", "0.0.0.0", 0, "192.168.77.1", 3, 0),
-                    Route("flannel.1", "10.244.1.0", 24, "10.244.1.0", 3, 0)))
+    facts = _facts({"all": 0, "default": 0, "flannel.1": 1, "eth0": 0}, *FLANNEL_OVER_ETH0)
     f = _by_id(rp_filter.evaluate(facts, CTX))["sysctl.rp-filter-strict"]
     assert f.severity is Severity.WARNING
     assert "/proc/sys/net/ipv4/conf/flannel.1/rp_filter = 1" in f.evidence
 
 
 def test_strict_all_makes_the_vxlan_parent_strict():
-    facts = _facts({"all": 1, "default": 0, "flannel.1": 0, "eth0": 0},
-                   [Interface("flannel.1", "vxlan", ("eth0",)), Interface("eth0", "", ())],
-                   (Route("eth0", "0.0.0.0", 0, "192.168.77.1", 3, 0),
-                    Route("flannel.1", "10.244.1.0", 24, "10.244.1.0", 3, 0)))
+    facts = _facts({"all": 1, "default": 0, "flannel.1": 0, "eth0": 0}, *FLANNEL_OVER_ETH0)
     f = _by_id(rp_filter.evaluate(facts, CTX))["sysctl.rp-filter-strict"]
     assert f.severity is Severity.WARNING
     assert "conf/eth0/rp_filter = 0 (all = 1, effective 1; parent of VXLAN flannel.1)" in f.evidence

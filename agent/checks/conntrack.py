@@ -128,7 +128,7 @@ def evaluate(facts: Facts, ctx: CheckContext) -> tuple[Finding, ...]:
                                  evidence=f"{facts.max_path or '/proc/' + STAT_PATH} present"))
     findings.append(_table(facts, ctx))
     if facts.stat is not None:
-        findings.extend(_counters(facts.stat, ctx))
+        findings.extend(evaluate_counters(facts.stat, ctx))
     return tuple(findings)
 
 
@@ -183,7 +183,9 @@ def _counter_evidence(stat: ConntrackStat, columns: tuple[str, ...]) -> str:
     return f"/proc/{STAT_PATH} since boot: " + "; ".join(parts)
 
 
-def _counters(stat: ConntrackStat, ctx: CheckContext) -> list[Finding]:
+def evaluate_counters(stat: ConntrackStat, ctx: CheckContext) -> list[Finding]:
+    """insert_failed and drop/early_drop since boot (also what `netdiag analyze` runs on a
+    pasted `conntrack -S`)."""
     found = []
     failed = stat.total("insert_failed") or 0
     ev = _counter_evidence(stat, ("insert_failed",))

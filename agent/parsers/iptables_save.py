@@ -26,6 +26,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Iterator
 
+from agent.parsers import UnparsedLine
+
 #: Rules seen outside any `*table` section (`iptables-save | grep ...`) live in this table.
 NO_TABLE = ""
 BUILTIN_CHAINS = {
@@ -116,13 +118,6 @@ class IptablesRule:
         """Matches every packet: no options but comments."""
         return all(o.name == "--comment" or (o.name in MATCH_OPTIONS and o.value == "comment")
                    for o in self.options)
-
-
-@dataclass(frozen=True, slots=True)
-class UnparsedLine:
-    lineno: int
-    text: str
-    reason: str
 
 
 class Chain:

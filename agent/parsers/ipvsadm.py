@@ -23,16 +23,11 @@ import re
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from agent.parsers import UnparsedLine
+
 STAT_SUFFIXES = {"K": 1000, "M": 1000 ** 2, "G": 1000 ** 3, "T": 1000 ** 4}
 PROTOCOLS = frozenset(("TCP", "UDP", "SCTP", "FWM"))
 LAYOUT_LIST, LAYOUT_STATS, LAYOUT_RATE = "list", "stats", "rate"
-
-
-@dataclass(frozen=True, slots=True)
-class UnparsedLine:
-    lineno: int
-    text: str
-    reason: str
 
 
 class RealServer(NamedTuple):
