@@ -95,7 +95,8 @@ def correlate_with_matrix(reports: Mapping[str, ReportLike] | Sequence[ReportLik
                              config.default_interval_s)
     stale_set = frozenset(ages)
     live = {n: d for n, d in digests.items() if n not in stale_set}
-    matrix = build_matrix(digests, history, exclude=stale_set, min_senders=config.min_senders)
+    matrix = build_matrix(digests, history, exclude=stale_set, min_senders=config.min_senders,
+                          full_rounds_back=max(1, config.min_failed_rounds - 1))
     view = ClusterView(now=now, config=config, digests=digests, live=live, stale=stale_set,
                        matrix=matrix, history=history or {},
                        unhealthy=tuple(d for d in live.values() if d.unhealthy))

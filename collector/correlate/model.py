@@ -266,7 +266,8 @@ class ProbeRound:
     failures: Mapping[tuple[str, str], PairStatus]
     probed_in: Mapping[str, int]
     probed_out: Mapping[str, int]
-    #: (sender, target) pairs probed in this round, for the candidates (round 0: None = all)
+    #: unused (kept for compatibility): whether a pair was probed is read from the sender's
+    #: digest of that round
     probed: frozenset[tuple[str, str]] | None = None
 
     def failing_in(self) -> dict[str, list[PairStatus]]:
@@ -346,49 +347,16 @@ def _pair_status(sender: NodeDigest, target_name: str, target: NodeDigest | None
 def _round_failures(senders: Iterable[NodeDigest], targets: Mapping[str, NodeDigest],
                     only: frozenset[str] | None,
                     pairs: Mapping[str, frozenset[str]] | None = None,
-                    ) -> tuple[dict, Counter | None, dict | None, set | None]:
+                    ) -> tuple[dict, Counter | None, dict | None]:
     """Failures of one round. `only`: restrict to pairs touching these nodes, plus the
-    sender -> targets in `pairs` (None: every pair, and no probed counts are returned: the
+    sender -> targets in `pairs`, and count probes for them (None: every pair, uncounted: the
     caller counts them)."""
     senders = list(senders)
+    if only is not None and len(only) * 5 < len(targets):
+        return _round_failures_around(senders, targets, only, pairs or {})
     failures: dict[tuple[str, str], PairStatus] = {}
-    probed_in: Counter | None = None
-    probed_out: dict[str, int] | None = None
-    probed: set[tuple[str, str]] | None = None
-    if only is not None:
-        # earlier rounds: walk only the pairs that touch a candidate node
-        probed_out, probed = {}, set()
-        counted: list[str] = []
-        pairs = pairs or {}
-        for s in senders:
-            name = s.name
-            if name in only:
-                relevant = s.targets
-            else:
-                relevant = s.targets & only
-                extra = pairs.get(name)
-                if extra:
-                    relevant = relevant | (s.targets & extra)
-            if not relevant:
-                continue
-            counted.extend(relevant)
-            probed_out[name] = len(s.targets)
-            for t in relevant:
-                probed.add((name, t))
-                if t in s.lost:
-                    pass
-                elif t in s.wire_targets:
-                    td = targets.get(t)
-                    if td is None or not td.captures or name in td.seen_wire:
-                        continue
-                else:
-                    continue
-                st = _pair_status(s, t, targets.get(t))
-                if st is not None:
-                    failures[(name, t)] = st
-        return failures, Counter(counted), probed_out, probed
-    # the latest round, every pair: wire probes sent minus those the targets' captures saw
-    # = never arrived (two C-level set operations instead of a Python loop per pair)
+    # wire probes sent minus those the targets' captures saw = never arrived (C-level set
+    # operations instead of a Python loop per pair)
     seen = set().union(*(d.seen_pairs for d in targets.values()))
     covered = seen.issuperset
     suspects: set[tuple[str, str]] = set()
@@ -401,26 +369,86 @@ def _round_failures(senders: Iterable[NodeDigest], targets: Mapping[str, NodeDig
             if td is not None and td.captures:
                 suspects.add((s_name, t))
     by_name = {d.name: d for d in senders}
-    for s in senders:
-        for t in s.lost:
-            suspects.add((s.name, t))
+    for d in senders:
+        for t in d.lost:
+            suspects.add((d.name, t))
     for s_name, t in suspects:
         st = _pair_status(by_name[s_name], t, targets.get(t))
         if st is not None:
             failures[(s_name, t)] = st
-    return failures, probed_in, probed_out, probed
+    if only is None:
+        return failures, None, None
+    # an earlier round around many candidates (a partition): computed whole, then cut down
+    extra = pairs or {}
+    failures = {k: st for k, st in failures.items()
+                if k[0] in only or k[1] in only or k[1] in extra.get(k[0], ())}
+    probed_in = Counter(chain.from_iterable(d.targets for d in senders))
+    probed_out = {d.name: len(d.targets) for d in senders}
+    return failures, probed_in, probed_out
+
+
+def _round_failures_around(senders: list[NodeDigest], targets: Mapping[str, NodeDigest],
+                           only: frozenset[str], pairs: Mapping[str, frozenset[str]]
+                           ) -> tuple[dict, Counter, dict]:
+    """An earlier round around a few candidate nodes: walk only the pairs touching them."""
+    failures: dict[tuple[str, str], PairStatus] = {}
+    probed_out: dict[str, int] = {}
+    counted: list[str] = []
+    for s in senders:
+        name = s.name
+        if name in only:
+            relevant = s.targets
+        else:
+            relevant = s.targets & only
+            extra = pairs.get(name)
+            if extra:
+                relevant = relevant | (s.targets & extra)
+        if not relevant:
+            continue
+        counted.extend(relevant)
+        probed_out[name] = len(s.targets)
+        for t in relevant:
+            if t in s.lost:
+                pass
+            elif t in s.wire_targets:
+                td = targets.get(t)
+                if td is None or not td.captures or name in td.seen_wire:
+                    continue
+            else:
+                continue
+            st = _pair_status(s, t, targets.get(t))
+            if st is not None:
+                failures[(name, t)] = st
+    return failures, Counter(counted), probed_out
+
+
+def _pair_rounds(senders: Mapping[str, NodeDigest], targets: Mapping[str, NodeDigest],
+                 pairs: Mapping[str, frozenset[str]]) -> dict:
+    """An earlier round for the given failing pairs only (their round counts)."""
+    failures: dict[tuple[str, str], PairStatus] = {}
+    for s_name, ts in pairs.items():
+        sp = senders.get(s_name)
+        if sp is None:
+            continue
+        for t in ts:
+            if t in sp.targets:
+                st = _pair_status(sp, t, targets.get(t))
+                if st is not None:
+                    failures[(s_name, t)] = st
+    return failures
 
 
 def build_matrix(reports: Mapping[str, ReportLike] | Sequence[ReportLike],
                  history: Mapping[str, Sequence[ReportLike]] | None = None,
                  exclude: Iterable[str] = (), max_rounds_back: int = MAX_ROUNDS_BACK,
-                 min_senders: int = 2) -> ReachabilityMatrix:
+                 min_senders: int = 2, full_rounds_back: int = 1) -> ReachabilityMatrix:
     """The reachability matrix of the latest round; earlier rounds from `history` (per node,
     its recent reports, any order; the latest may be included) for the nodes involved in a
     failure, so rules can ask "did this hold in the previous round too?". Earlier rounds are
-    computed in full only around nodes with >= `min_senders` failing pairs in the latest round
-    (the only nodes a node-level rule can blame) and, for every other failing pair, for that
-    pair alone (its round count).
+    computed only around nodes with >= `min_senders` failing pairs in the latest round (the
+    only nodes a node-level rule can blame), `full_rounds_back` rounds deep (what the rules
+    confirm against: min_failed_rounds - 1); deeper, and for every other failing pair, for
+    that pair alone (its round count).
 
     Nodes in `exclude` (stale agents) are neither senders nor capture witnesses: their data is
     old. Probes *to* them still appear (the stale rule explains them)."""
@@ -428,7 +456,7 @@ def build_matrix(reports: Mapping[str, ReportLike] | Sequence[ReportLike],
     excluded = set(exclude)
     live = {n: d for n, d in digests.items() if n not in excluded}
     probed_out = {n: len(d.targets) for n, d in live.items()}
-    latest, _, _, _ = _round_failures(live.values(), live, None)
+    latest, _, _ = _round_failures(live.values(), live, None)
     touched = frozenset(chain.from_iterable(latest))
     # how many senders probed each node of a failing pair (the only targets rules ask about)
     counted: list[str] = []
@@ -447,23 +475,29 @@ def build_matrix(reports: Mapping[str, ReportLike] | Sequence[ReportLike],
         pair_targets.setdefault(s_name, set()).add(t)
     pairs = {k: frozenset(v) for k, v in pair_targets.items()}
     rounds = [ProbeRound(0, latest, probed_in, probed_out)]
+    prev: dict[str, list[NodeDigest]] = {}
     if latest and history:
-        prev: dict[str, list[NodeDigest]] = {}
         for n, d in live.items():
             p = previous_rounds(d, history.get(n), max_rounds_back)
             if p:
                 prev[n] = p
         depth = max((len(p) for p in prev.values()), default=0)
         for k in range(depth):
-            senders = [p[k] for p in prev.values() if len(p) > k]
-            targets = {n: p[k] for n, p in prev.items() if len(p) > k}
-            f, pin, pout, probed = _round_failures(senders, targets, candidates, pairs)
-            rounds.append(ProbeRound(k + 1, f, pin, pout, frozenset(probed)))
+            at_k = {n: p[k] for n, p in prev.items() if len(p) > k}
+            if k < full_rounds_back:
+                # what node-level rules confirm against: every pair around the candidates
+                f, pin, pout = _round_failures(at_k.values(), at_k, candidates, pairs)
+                rounds.append(ProbeRound(k + 1, f, pin, pout))
+            else:
+                # deeper rounds only count how long each failing pair has failed
+                rounds.append(ProbeRound(k + 1, _pair_rounds(at_k, at_k, pairs), {}, {}))
     failures: dict[tuple[str, str], PairStatus] = {}
     for key, st in latest.items():
         confirmed, n = st.kinds, 1
+        sp_list = prev.get(key[0], ())
         for r in rounds[1:]:
-            if r.probed is not None and key not in r.probed:
+            k = r.index - 1
+            if k < len(sp_list) and key[1] not in sp_list[k].targets:
                 continue  # not probed that round (rotating peers): skip, do not break
             old = r.failures.get(key)
             both = confirmed & old.kinds if old is not None else _EMPTY
