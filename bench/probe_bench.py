@@ -247,6 +247,10 @@ def main() -> int:
         print("needs root (network namespaces)", file=sys.stderr)
         return 1
     os.chdir(ROOT)
+    # The scapy imports below cache in $XDG_CACHE_HOME/scapy and read an empty or relative
+    # value as the working directory (the repo root here): ignore it, as the XDG spec says.
+    if not os.path.isabs(os.environ.get("XDG_CACHE_HOME", "/")):
+        del os.environ["XDG_CACHE_HOME"]
     run = new_run_id()
     a, b = build_pair(run)
     try:

@@ -7,11 +7,19 @@ live /, /proc or /sys and refuse to run commands, list processes or open netlink
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from agent.host import forbid_real_host
+
+# scapy (the probe tests' independent dissector) caches pickles in $XDG_CACHE_HOME/scapy and
+# takes an empty or relative value as the working directory, leaving an untracked scapy/ in
+# the repo root. The XDG spec says to ignore such values; do so for this process and every
+# child a test starts, so the cache goes to ~/.cache/scapy.
+if not os.path.isabs(os.environ.get("XDG_CACHE_HOME", "/")):
+    del os.environ["XDG_CACHE_HOME"]
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
