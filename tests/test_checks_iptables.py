@@ -448,3 +448,10 @@ def test_chains_missing_with_kube_proxy_mode_unknown_needs_its_traces() -> None:
     empty = "*nat\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n"
     found = iptables.evaluate(facts_for(("iptables-save", empty), mode=unknown), CTX)
     assert not by_id(found, "iptables.kube-proxy-chains-missing")
+
+
+def test_no_tables_at_all_is_one_ok_line_saying_so() -> None:
+    """An empty ruleset (a fresh VM) still shows in the report that the check ran."""
+    (f,) = iptables.evaluate(facts_for(("iptables-nft-save", "")), CTX)
+    assert (f.id, f.severity) == ("iptables.forward-drop", Severity.OK)
+    assert f.evidence == "iptables-nft-save: no tables"

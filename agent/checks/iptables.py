@@ -253,6 +253,12 @@ def evaluate(facts: Facts, ctx: CheckContext) -> tuple[Finding, ...]:
         out.extend(_overlay_port_blocked(dump, facts.vxlan_ports, ctx, where))
     out.extend(_chains_missing(facts, ctx))
     out.extend(_mixed_backends(facts, ctx))
+    if not out and all(not d.tables for _c, d in dumps):
+        # Say the check ran: with no table loaded nothing filters or translates here.
+        out.append(SPEC.finding("iptables.forward-drop", Severity.OK, ctx.node,
+                                title="No iptables rules loaded: nothing filters or "
+                                      "translates traffic here",
+                                evidence="; ".join(f"{c}: no tables" for c, _d in dumps)))
     return tuple(out)
 
 
