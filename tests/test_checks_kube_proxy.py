@@ -189,3 +189,14 @@ def test_classify_mode_config_before_flag_before_default(config, argv, mode, sou
                            config_source="/c.yaml", config=config)
     got = classify_kube_proxy_mode(facts)
     assert (got.running, got.mode, got.source) == (True, mode, source)
+
+
+def test_proxy_mode_is_asked_once_per_host_however_many_checks_need_it(tmp_path: Path) -> None:
+    from agent.checks import kube_components
+
+    host = FakeHost(tmp_path, [ProcessInfo(7, "kube-proxy", ("kube-proxy",))],
+                    {HEALTHZ: 200, PROXYMODE: "ipvs"})
+    for _ in range(4):
+        assert kube_components.gather_kube_proxy_mode(host).mode == "ipvs"
+    run(host)
+    assert host.urls == [PROXYMODE, HEALTHZ]

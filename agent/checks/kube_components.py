@@ -8,6 +8,7 @@ bridge_nf and conntrack call it)."""
 from __future__ import annotations
 
 import posixpath
+import weakref
 from dataclasses import dataclass, field, replace
 from typing import Mapping
 
@@ -161,9 +162,21 @@ class KubeProxyMode:
     source: str = ""  # where the mode came from
 
 
+#: gather_kube_proxy's answer per Host (a Host lives for one run, like its process list):
+#: five checks ask, and a hung kube-proxy costs ENDPOINT_TIMEOUT_S once, not five times.
+_GATHERED: weakref.WeakKeyDictionary[Host, KubeProxyFacts] = weakref.WeakKeyDictionary()
+
+
 def gather_kube_proxy(host: Host) -> KubeProxyFacts:
     """The edge: processes, kube-proxy's config (through its own root first) and its
-    /proxyMode endpoint (asked only while it runs, ENDPOINT_TIMEOUT_S)."""
+    /proxyMode endpoint (asked only while it runs, ENDPOINT_TIMEOUT_S); once per Host."""
+    got = _GATHERED.get(host)
+    if got is None:
+        got = _GATHERED[host] = _gather_kube_proxy(host)
+    return got
+
+
+def _gather_kube_proxy(host: Host) -> KubeProxyFacts:
     proxy = find_process(host, "kube-proxy")
     embedded = ""
     if proxy is None:
