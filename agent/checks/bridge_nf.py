@@ -4,7 +4,9 @@ a pod's reply to another pod on the same bridge is bridged, not routed, so witho
 Service DNAT is never undone: the client sees a reply from the pod IP instead of the Service IP
 and drops it. Applies when a Linux bridge exists and kube-proxy runs in iptables mode (kubeadm's
 preflight requires it); with no bridge or no kube-proxy it is not applicable, never a failure.
-The file is absent when the br_netfilter module is not loaded.
+kube-proxy's mode is the shared verdict (`kube_components.classify_kube_proxy_mode`); when it
+is unknown (an unreadable --config), iptables, the default, is assumed. The file is absent
+when the br_netfilter module is not loaded.
 """
 
 from __future__ import annotations
