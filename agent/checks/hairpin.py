@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from agent.checks.base import CheckContext, CheckSpec, FindingSpec
 from agent.checks.kube_components import gather_kubelet
 from agent.host import Host
+from agent.parsers.cni import CniConfigError, choose_cni_config, parse_cni_config
 from agent.report import Finding, Severity
 
 #: Bridges that are pod bridges by name alone (flannel/bridge plugin default, kubenet).
@@ -100,8 +101,6 @@ def _read_int(host: Host, rel: str, base: int = 10) -> int | None:
 
 
 def _gather_cni(host: Host) -> CniHairpin | None:
-    from agent.parsers.cni import CniConfigError, choose_cni_config, parse_cni_config
-
     try:
         chosen = choose_cni_config(host.list_host_dir(CNI_CONF_DIR))
     except OSError:

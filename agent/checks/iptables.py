@@ -36,6 +36,7 @@ from agent.parsers.iptables_save import (NO_TABLE, IptablesDump, IptablesRule,
                                          parse_iptables_save)
 from agent.parsers.kube_proxy_rules import (KubeProxyRules, classify_kube_proxy_rules,
                                             digest_keys)
+from agent.parsers.netlink_vxlan import parse_netlink_links
 from agent.report import Finding, Severity
 
 SAVE_TIMEOUT_S = 20.0
@@ -221,8 +222,6 @@ def _kube_proxy_mode(host: Host) -> KubeProxyMode:
 
 def _vxlan_ports(host: Host) -> tuple[tuple[str, int], ...]:
     try:
-        from agent.parsers.netlink_vxlan import parse_netlink_links
-
         links = parse_netlink_links(m.dump() for m in host.netlink().get_links())
     except Exception:  # noqa: BLE001 - without it the default ports are checked
         return ()
