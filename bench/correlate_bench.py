@@ -13,6 +13,9 @@ node is probed by exactly K peers per round), then times, per scenario:
 - json: `build_report_state` + `render_report_json` + `json.dumps`;
 - text: `render_report_text` (lines, widest line).
 
+`--phased`: rounds are not synchronised (each node at its own phase of the interval, and a
+receiver counts a sender's probes in its first report after them), as in a real cluster.
+
 Scenarios: healthy; one node's inbound UDP 8472 dropped in the fabric + rp_filter drift on 3
 nodes + 1 stale agent; 1% random pair loss (noise that must not blame anyone); a 50/50
 partition (the worst case: every pair across fails).
@@ -48,20 +51,41 @@ def offsets_for(round_no: int, n: int, k: int) -> list[int]:
     return random.Random(1000 + round_no).sample(range(1, n), k)
 
 
+def _noise(s: str, t: str, r: int) -> float:
+    """A deterministic pseudo-random number per (sender, target, round)."""
+    return random.Random(f"{s}|{t}|{r}").random()
+
+
+def _lost(lost: Callable, s: str, t: str, r: int) -> set[str]:
+    try:
+        return lost(s, t, r)
+    except TypeError:
+        return lost(s, t)
+
+
+def phase_of(i: int) -> float:
+    """A node's offset within the interval (deterministic, spread evenly)."""
+    return (i * 0.6180339887) % 1.0 * INTERVAL_S
+
+
 def make_round(names: list[str], round_no: int, k: int,
                lost: Callable[[str, str], set[str]], facts_for: Callable[[str], dict],
-               silent: set[str]) -> dict[str, NodeReport]:
+               silent: set[str], phased: bool = False) -> dict[str, NodeReport]:
+    """One round of reports. `phased`: every node reports at its own phase in the interval
+    and a receiver's capture counts a sender's probes in its first report after them (the
+    previous round's probes of senders whose phase is later than its own)."""
     n = len(names)
     offs = offsets_for(round_no, n, k)
-    at = T0 + round_no * INTERVAL_S
+    phase = [phase_of(i) if phased else 0.0 for i in range(n)]
     ips = {name: f"10.{i // 65536}.{i // 256 % 256}.{i % 256}" for i, name in enumerate(names)}
     probes: dict[str, list[ProbeResult]] = {name: [] for name in names}
     seen: dict[str, list[SeenCount]] = {name: [] for name in names}
     rtt = RttStats(0.2, 0.3, 0.5)
     for i, s in enumerate(names):
         for o in offs:
-            t = names[(i + o) % n]
-            loss = lost(s, t)
+            j = (i + o) % n
+            t = names[j]
+            loss = _lost(lost, s, t, round_no)
             if "wire" in loss:
                 loss = loss | {"echo", "mtu"}
             plist = probes[s]
@@ -72,8 +96,14 @@ def make_round(names: list[str], round_no: int, k: int,
                     plist.append(ProbeResult(t, ips[t], kind, SENT, 0, None, "timeout"))
                 else:
                     plist.append(ProbeResult(t, ips[t], kind, SENT, SENT, rtt))
-            if "wire" not in loss:
+            if "wire" not in loss and phase[i] <= phase[j]:
                 seen[t].append(SeenCount(s, ips[s], "wire", SENT))
+    if phased and round_no > 0:  # late senders' probes of the previous round land here
+        for i, s in enumerate(names):
+            for o in offsets_for(round_no - 1, n, k):
+                j = (i + o) % n
+                if phase[i] > phase[j] and "wire" not in _lost(lost, s, names[j], round_no - 1):
+                    seen[names[j]].append(SeenCount(s, ips[s], "wire", SENT))
     ok_findings = tuple(Finding(f"check.{j}", Severity.OK, "", "fine") for j in range(12))
     out = {}
     for i, name in enumerate(names):
@@ -81,6 +111,7 @@ def make_round(names: list[str], round_no: int, k: int,
             continue
         dev = OverlayDevice("flannel.1", vni=1, port=8472, local=ips[name], parent="eth0",
                             mtu=1450, mac="aa:bb:cc:dd:ee:ff", addresses=("10.244.0.0/32",))
+        at = T0 + round_no * INTERVAL_S + phase[i]
         out[name] = NodeReport(NodeInfo(name, ips[name], "6.1.0", "0.1.0"), at, INTERVAL_S,
                                (dev,), facts_for(name), ok_findings, tuple(probes[name]),
                                tuple(seen[name]))
@@ -100,7 +131,6 @@ def scenarios(names: list[str]) -> dict[str, dict]:
     victim = names[n // 3]
     drifted = set(names[10:13])
     half = set(names[: n // 2])
-    rng = random.Random(7)
     noisy = set()
     return {
         "healthy": dict(lost=lambda s, t: set(), facts=base_facts, silent=set()),
@@ -110,7 +140,7 @@ def scenarios(names: list[str]) -> dict[str, dict]:
             if name in drifted else base_facts(name),
             silent={names[-1]}),
         "1% pair noise": dict(
-            lost=lambda s, t: {"wire"} if rng.random() < 0.01 else set(),
+            lost=lambda s, t, r=0: {"wire"} if _noise(s, t, r) < 0.01 else set(),
             facts=base_facts, silent=noisy),
         "partition 50/50": dict(
             lost=lambda s, t: {"wire"} if (s in half) != (t in half) else set(),
@@ -131,18 +161,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--only", default="", help="run only scenarios whose name contains this")
+    ap.add_argument("--phased", action="store_true",
+                    help="unsynchronised rounds: every node at its own phase of the interval")
     args = ap.parse_args(argv)
     names = [f"node-{i:05d}" for i in range(args.nodes)]
     print(f"{args.nodes} nodes, {args.peers} peers/round, {len(KINDS)} probe kinds, "
-          f"{args.rounds} rounds of history, Python {sys.version.split()[0]}")
+          f"{args.rounds} rounds of history, {'phased' if args.phased else 'synchronised'} "
+          f"rounds, Python {sys.version.split()[0]}")
     print(f"{'scenario':<22}{'gen s':>7}{'digest ms':>11}{'us/rep':>8}{'corr ms':>9}"
-          f"{'min ms':>8}{'raw ms':>8}{'json ms':>9}{'json MB':>9}{'text ms':>9}{'lines':>7}{'width':>7}"
-          f"  diagnoses")
+          f"{'min ms':>8}{'raw ms':>8}{'json ms':>9}{'json MB':>9}{'text ms':>9}{'lines':>7}"
+          f"{'width':>7}  diagnoses")
     for label, sc in scenarios(names).items():
         if args.only and args.only not in label:
             continue
         gen, rounds = timed(lambda: [make_round(names, r, args.peers, sc["lost"], sc["facts"],
-                                                sc["silent"] if r == args.rounds - 1 else set())
+                                                sc["silent"] if r == args.rounds - 1 else set(),
+                                                args.phased)
                                      for r in range(args.rounds)])
         if sc["silent"]:  # the silent node stopped reporting long ago
             old = rounds[0][next(iter(sc["silent"]))]
@@ -155,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
             latest.update(r)
             for name, rep in r.items():
                 history.setdefault(name, []).append(rep)
-        now = T0 + args.rounds * INTERVAL_S
+        now = T0 + args.rounds * INTERVAL_S if not args.phased else \
+            max(r.collected_at for r in latest.values()) + 1.0
         t_dig, dig_latest = timed(lambda: {n: digest_report(r) for n, r in latest.items()})
         dig_hist = {n: [dig_latest[n] if r is latest[n] else digest_report(r) for r in rs]
                     for n, rs in history.items()}

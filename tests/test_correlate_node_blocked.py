@@ -160,3 +160,43 @@ def test_mixed_capture_evidence_names_both_places() -> None:
     diags = correlate(sim.latest, sim.now, sim.history)
     assert _ids(diags) == [("overlay.node-inbound-blocked", ("node4",))]
     assert "the fabric and/or node4's host" in diags[0].title
+
+
+def test_a_receiver_that_has_not_reported_since_the_probes_is_not_blamed() -> None:
+    # peers rotate: nobody probed node6 in the round node6 last reported on; since then they
+    # have, but node6 has not reported yet (it is late, not stale): its capture cannot have
+    # told us anything about those probes
+    from tests.correlate_builder import Simulation, build_round
+    names = nodes(6)
+    others = [n for n in names if n != "node6"]
+
+    def not_node6(s: str) -> list[str]:
+        return [t for t in others if t != s]
+
+    def all_peers(s: str) -> list[str]:
+        return [t for t in names if t != s]
+
+    rounds = [build_round(names, 1000.0, peers=not_node6, interval=30.0),
+              build_round(names, 1010.0, peers=all_peers, silent=["node6"], interval=30.0),
+              build_round(names, 1020.0, peers=all_peers, silent=["node6"], interval=30.0)]
+    sim = Simulation(rounds)
+    assert [d for d in correlate(sim.latest, sim.now, sim.history)
+            if d.severity >= Severity.WARNING] == []
+
+
+def test_unsynchronised_rounds_judge_wire_probes_by_time() -> None:
+    # every node reports at its own phase; node3's inbound is dropped in the fabric: the
+    # verdict still comes, from the windows that closed after each sender's probes
+    from tests.correlate_builder import Simulation, build_round
+    names = nodes(5)
+    phase = {n: i * 2.0 for i, n in enumerate(names)}
+    rounds = []
+    for r in range(3):
+        for n in names:
+            rep = build_round(names, 1000.0 + 10 * r + phase[n],
+                              lambda s, t: {"wire"} if t == "node3" else set(),
+                              wire_only=names, interval=10.0)[n]
+            rounds.append({n: rep})
+    sim = Simulation(rounds)
+    diags = correlate(sim.latest, sim.now, sim.history)
+    assert _ids(diags) == [("overlay.node-inbound-blocked", ("node3",))]

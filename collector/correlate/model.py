@@ -323,57 +323,109 @@ MAX_ROUNDS_BACK = 5
 
 #: kinds -> kinds + "wire" (a handful of distinct sets, shared instead of re-allocated)
 _WITH_WIRE: dict[frozenset[str], frozenset[str]] = {}
+#: A sender's wire probes go out just after its report's `collected_at` (checks first, then
+#: the probe round); a receiver counts them in the report that closes the window they arrived
+#: in: its first report collected at or after them, or the next one when they came late. A
+#: receiver round that began up to `WINDOW_GUARD_FRACTION` of the sender's interval earlier
+#: may hold them too. Rounds are not synchronised and peers rotate, so judging by time (not
+#: by round number) is what keeps a receiver that has not reported since from looking like a
+#: black hole.
+WINDOW_GUARD_FRACTION = 0.1
+DEFAULT_INTERVAL_S = 30.0
 
 
-def _pair_status(sender: NodeDigest, target_name: str, target: NodeDigest | None
+class CaptureWindows:
+    """Every live node's reports in time order: which of them judge a sender's wire probes."""
+
+    def __init__(self, reports_of: Mapping[str, list[NodeDigest]]) -> None:
+        self.reports_of = reports_of
+        self.latest_at = {n: rs[-1].collected_at for n, rs in reports_of.items() if rs}
+
+    def judged(self, sender: NodeDigest, target: str) -> bool:
+        """Has the target reported since the sender's probes went out?"""
+        at = self.latest_at.get(target)
+        return at is not None and at >= sender.collected_at
+
+    def wire_seen(self, sender: NodeDigest, target: str) -> int | None:
+        """How many of the sender's wire probes of that round the target's capture saw, over
+        the target's windows that can hold them; None when it cannot be told (yet)."""
+        rs = self.reports_of.get(target)
+        if not rs or not self.judged(sender, target):
+            return None
+        interval = sender.interval_s if sender.interval_s > 0 else DEFAULT_INTERVAL_S
+        start = sender.collected_at - WINDOW_GUARD_FRACTION * interval
+        total, captures, after = 0, False, 0
+        for r in rs:  # oldest first
+            if r.collected_at < start:
+                continue
+            captures = captures or r.captures
+            total += r.seen_wire.get(sender.name, 0)
+            if r.collected_at >= sender.collected_at:
+                after += 1
+                if after == 2:
+                    break
+        return total if captures else None
+
+
+def _pair_status(sender: NodeDigest, target_name: str, windows: CaptureWindows
                  ) -> PairStatus | None:
     kinds = sender.lost.get(target_name, _EMPTY)
     wire_seen = wire_sent = None
     if target_name in sender.wire_targets:
         wire_sent = sender.sent_wire(target_name)
-        if target is not None and target.captures:
-            wire_seen = target.seen_wire.get(sender.name, 0)
-            if wire_seen == 0:
-                with_wire = _WITH_WIRE.get(kinds)
-                if with_wire is None:
-                    with_wire = _WITH_WIRE[kinds] = frozenset(kinds | {"wire"})
-                kinds = with_wire
+        wire_seen = windows.wire_seen(sender, target_name)
+        if wire_seen == 0:
+            with_wire = _WITH_WIRE.get(kinds)
+            if with_wire is None:
+                with_wire = _WITH_WIRE[kinds] = frozenset(kinds | {"wire"})
+            kinds = with_wire
     if not kinds:
         return None
     tcp_ok = "tcp-control" in sender.answered.get(target_name, _EMPTY)
     return PairStatus(sender.name, target_name, kinds, 1, kinds, wire_seen, wire_sent, tcp_ok)
 
 
-def _round_failures(senders: Iterable[NodeDigest], targets: Mapping[str, NodeDigest],
+def path_known(sender: NodeDigest, target: str, windows: CaptureWindows) -> bool:
+    """Whether this round can tell if the overlay path sender -> target works: the sender's
+    echo got an answer or not, or the target has reported on its wire probes."""
+    if "echo" in sender.lost.get(target, _EMPTY) or "echo" in sender.answered.get(target, _EMPTY):
+        return True
+    return target in sender.wire_targets and windows.judged(sender, target)
+
+
+def _round_failures(senders: Iterable[NodeDigest], windows: CaptureWindows,
                     only: frozenset[str] | None,
                     pairs: Mapping[str, frozenset[str]] | None = None,
                     ) -> tuple[dict, Counter | None, dict | None]:
-    """Failures of one round. `only`: restrict to pairs touching these nodes, plus the
-    sender -> targets in `pairs`, and count probes for them (None: every pair, uncounted: the
-    caller counts them)."""
+    """Failures of one round (the senders' digests of that round). `only`: restrict to pairs
+    touching these nodes, plus the sender -> targets in `pairs`, and count the probes whose
+    path status is known for them (None: every pair, uncounted: the caller counts them)."""
     senders = list(senders)
-    if only is not None and len(only) * 5 < len(targets):
-        return _round_failures_around(senders, targets, only, pairs or {})
+    if only is not None and len(only) * 5 < len(windows.latest_at):
+        return _round_failures_around(senders, windows, only, pairs or {})
     failures: dict[tuple[str, str], PairStatus] = {}
-    # wire probes sent minus those the targets' captures saw = never arrived (C-level set
-    # operations instead of a Python loop per pair)
-    seen = set().union(*(d.seen_pairs for d in targets.values()))
+    # wire probes the receivers' latest windows did not see (C-level set operations); most
+    # of a healthy cluster's probes are seen there, the rest are looked at one by one
+    seen = set().union(*(rs[-1].seen_pairs for rs in windows.reports_of.values() if rs))
     covered = seen.issuperset
+    latest_at = windows.latest_at
     suspects: set[tuple[str, str]] = set()
-    for d in senders:
-        if covered(d.wire_pairs):
-            continue
-        for key in d.wire_pairs - seen:
-            s_name, t = key.split(PAIR_SEP, 1)
-            td = targets.get(t)
-            if td is not None and td.captures:
-                suspects.add((s_name, t))
     by_name = {d.name: d for d in senders}
     for d in senders:
+        name = d.name
         for t in d.lost:
-            suspects.add((d.name, t))
+            suspects.add((name, t))
+        if covered(d.wire_pairs):
+            continue
+        cut = len(name) + 1
+        after = d.collected_at
+        for key in d.wire_pairs - seen:
+            t = key[cut:]
+            at = latest_at.get(t)
+            if at is not None and at >= after:  # else: not reported on yet
+                suspects.add((name, t))
     for s_name, t in suspects:
-        st = _pair_status(by_name[s_name], t, targets.get(t))
+        st = _pair_status(by_name[s_name], t, windows)
         if st is not None:
             failures[(s_name, t)] = st
     if only is None:
@@ -382,12 +434,16 @@ def _round_failures(senders: Iterable[NodeDigest], targets: Mapping[str, NodeDig
     extra = pairs or {}
     failures = {k: st for k, st in failures.items()
                 if k[0] in only or k[1] in only or k[1] in extra.get(k[0], ())}
-    probed_in = Counter(chain.from_iterable(d.targets for d in senders))
-    probed_out = {d.name: len(d.targets) for d in senders}
+    probed_in: Counter = Counter()
+    probed_out: dict[str, int] = {}
+    for d in senders:
+        known = [t for t in d.targets if path_known(d, t, windows)]
+        probed_in.update(known)
+        probed_out[d.name] = len(known)
     return failures, probed_in, probed_out
 
 
-def _round_failures_around(senders: list[NodeDigest], targets: Mapping[str, NodeDigest],
+def _round_failures_around(senders: list[NodeDigest], windows: CaptureWindows,
                            only: frozenset[str], pairs: Mapping[str, frozenset[str]]
                            ) -> tuple[dict, Counter, dict]:
     """An earlier round around a few candidate nodes: walk only the pairs touching them."""
@@ -398,6 +454,7 @@ def _round_failures_around(senders: list[NodeDigest], targets: Mapping[str, Node
         name = s.name
         if name in only:
             relevant = s.targets
+            probed_out[name] = sum(1 for t in s.targets if path_known(s, t, windows))
         else:
             relevant = s.targets & only
             extra = pairs.get(name)
@@ -405,24 +462,17 @@ def _round_failures_around(senders: list[NodeDigest], targets: Mapping[str, Node
                 relevant = relevant | (s.targets & extra)
         if not relevant:
             continue
-        counted.extend(relevant)
-        probed_out[name] = len(s.targets)
         for t in relevant:
-            if t in s.lost:
-                pass
-            elif t in s.wire_targets:
-                td = targets.get(t)
-                if td is None or not td.captures or name in td.seen_wire:
-                    continue
-            else:
-                continue
-            st = _pair_status(s, t, targets.get(t))
-            if st is not None:
-                failures[(name, t)] = st
+            if t in only and path_known(s, t, windows):
+                counted.append(t)
+            if t in s.lost or t in s.wire_targets:
+                st = _pair_status(s, t, windows)
+                if st is not None:
+                    failures[(name, t)] = st
     return failures, Counter(counted), probed_out
 
 
-def _pair_rounds(senders: Mapping[str, NodeDigest], targets: Mapping[str, NodeDigest],
+def _pair_rounds(senders: Mapping[str, NodeDigest], windows: CaptureWindows,
                  pairs: Mapping[str, frozenset[str]]) -> dict:
     """An earlier round for the given failing pairs only (their round counts)."""
     failures: dict[tuple[str, str], PairStatus] = {}
@@ -432,7 +482,7 @@ def _pair_rounds(senders: Mapping[str, NodeDigest], targets: Mapping[str, NodeDi
             continue
         for t in ts:
             if t in sp.targets:
-                st = _pair_status(sp, t, targets.get(t))
+                st = _pair_status(sp, t, windows)
                 if st is not None:
                     failures[(s_name, t)] = st
     return failures
@@ -450,47 +500,58 @@ def build_matrix(reports: Mapping[str, ReportLike] | Sequence[ReportLike],
     confirm against: min_failed_rounds - 1); deeper, and for every other failing pair, for
     that pair alone (its round count).
 
+    Wire probes are judged by time, not by round number: a sender's probes count as lost only
+    when the receiver has reported since (see `CaptureWindows`); until then the pair's path
+    status is unknown unless its echo probe tells.
+
     Nodes in `exclude` (stale agents) are neither senders nor capture witnesses: their data is
     old. Probes *to* them still appear (the stale rule explains them)."""
     digests = as_digests(reports)
     excluded = set(exclude)
     live = {n: d for n, d in digests.items() if n not in excluded}
-    probed_out = {n: len(d.targets) for n, d in live.items()}
-    latest, _, _ = _round_failures(live.values(), live, None)
+    prev: dict[str, list[NodeDigest]] = {}
+    if history:
+        for n, d in live.items():
+            p = previous_rounds(d, history.get(n), max_rounds_back)
+            if p:
+                prev[n] = p
+    windows = CaptureWindows({n: (prev[n][::-1] + [d]) if n in prev else [d]
+                              for n, d in live.items()})
+    latest, _, _ = _round_failures(live.values(), windows, None)
     touched = frozenset(chain.from_iterable(latest))
-    # how many senders probed each node of a failing pair (the only targets rules ask about)
-    counted: list[str] = []
-    if touched:
-        for d in live.values():
-            hit = d.targets & touched
-            if hit:
-                counted.extend(hit)
-    probed_in = Counter(counted)
     n_in = Counter(t for _, t in latest)
     n_out = Counter(s for s, _ in latest)
     candidates = frozenset(n for n in touched
                            if n_in[n] >= min_senders or n_out[n] >= min_senders)
+    # how many senders probed each node of a failing pair (the only targets rules ask about):
+    # for the candidates a node rule may blame, only probes whose outcome is known count
+    counted: list[str] = []
+    probed_out = {n: len(d.targets) for n, d in live.items()}
+    if touched:
+        for d in live.values():
+            hit = d.targets & touched
+            if hit:
+                counted.extend(t for t in hit
+                               if t not in candidates or path_known(d, t, windows))
+            if d.name in candidates:
+                probed_out[d.name] = sum(1 for t in d.targets if path_known(d, t, windows))
+    probed_in = Counter(counted)
     pair_targets: dict[str, set[str]] = {}
     for s_name, t in latest:
         pair_targets.setdefault(s_name, set()).add(t)
     pairs = {k: frozenset(v) for k, v in pair_targets.items()}
     rounds = [ProbeRound(0, latest, probed_in, probed_out)]
-    prev: dict[str, list[NodeDigest]] = {}
-    if latest and history:
-        for n, d in live.items():
-            p = previous_rounds(d, history.get(n), max_rounds_back)
-            if p:
-                prev[n] = p
-        depth = max((len(p) for p in prev.values()), default=0)
+    if latest and prev:
+        depth = max(len(p) for p in prev.values())
         for k in range(depth):
             at_k = {n: p[k] for n, p in prev.items() if len(p) > k}
             if k < full_rounds_back:
                 # what node-level rules confirm against: every pair around the candidates
-                f, pin, pout = _round_failures(at_k.values(), at_k, candidates, pairs)
+                f, pin, pout = _round_failures(at_k.values(), windows, candidates, pairs)
                 rounds.append(ProbeRound(k + 1, f, pin, pout))
             else:
                 # deeper rounds only count how long each failing pair has failed
-                rounds.append(ProbeRound(k + 1, _pair_rounds(at_k, at_k, pairs), {}, {}))
+                rounds.append(ProbeRound(k + 1, _pair_rounds(at_k, windows, pairs), {}, {}))
     failures: dict[tuple[str, str], PairStatus] = {}
     for key, st in latest.items():
         confirmed, n = st.kinds, 1
