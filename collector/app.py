@@ -338,6 +338,15 @@ def share_values(digest: Any) -> Any:
     return replace(digest, **changes) if changes else digest
 
 
+def digest_round(report: NodeReport) -> Any:
+    """One received report as kept in memory: its correlation digest, which indexes the
+    probes and seen counts and holds the facts flattened, with the report itself kept
+    without those three (correlation and rendering read its node, overlay and findings;
+    tests/test_collector_api.py checks the output is the same)."""
+    d = digest_report(report)
+    return share_values(replace(d, report=replace(report, probes=(), seen=(), facts={})))
+
+
 def strip_report(item: Any) -> Any:
     """An earlier round keeps only its index (probes, seen, facts): its whole report is
     dropped to save memory; rules and timelines read the latest round's report only."""
@@ -484,9 +493,7 @@ def _remember(state: CollectorState, report: NodeReport, received_at: float) -> 
         entry = state.nodes[name] = NodeEntry(name, received_at,
                                               deque(maxlen=state.config.recent_per_node),
                                               peer, report.worst)
-    # The digest indexes the probes and seen counts; the report it keeps needs neither.
-    d = digest_report(report)
-    entry.add_round(share_values(replace(d, report=replace(report, probes=(), seen=()))))
+    entry.add_round(digest_round(report))
     entry.received_at, entry.peer, entry.worst = received_at, peer, report.worst
     state.version += 1
     if changed:

@@ -393,3 +393,42 @@ async def test_a_store_failure_is_a_503_and_changes_nothing(client, monkeypatch)
     resp = await client.post("/api/v1/reports", json=node_report("node1", "1.2.3.4"),
                              headers=AUTH)
     assert resp.status == 200 and list(state.nodes) == ["node1"]
+
+
+def test_kept_rounds_correlate_and_render_like_whole_reports() -> None:
+    """The collector keeps digests of slimmed reports (no probes, seen, facts): correlation
+    and both renderings must be the same as from the whole reports."""
+    from agent.report import NodeReport
+    from collector.app import correlate_entries, digest_round, render_json, strip_report
+    from collector.correlate import digest_report
+    from collector.render import render_report_text
+
+    now = 1_700_000_100.0
+    whole: dict[str, list] = {}
+    kept: dict[str, list] = {}
+    for r in range(3):
+        for i in range(1, 6):
+            facts = {"ip_forward": 1, "rp_filter": {"all": 2 if i == 4 else 0}}
+            raw = node_report(f"node{i}", f"192.168.77.1{i}", collected_at=now - 30 * (3 - r),
+                              facts=facts, severity="warning" if i == 2 else "ok")
+            raw["probes"] = [{"peer": f"node{j}", "peer_ip": f"192.168.77.1{j}", "kind": kind,
+                              "sent": 3, "answered": None if kind == "wire" else
+                              (0 if j == 3 else 3), "rtt_ms": None, "error": ""}
+                             for j in range(1, 6) if j != i for kind in ("wire", "echo")]
+            raw["seen"] = [{"peer": f"node{j}", "peer_ip": f"192.168.77.1{j}", "kind": "wire",
+                            "count": 0 if i == 3 else 3} for j in range(1, 6) if j != i]
+            report = NodeReport.from_dict(raw)
+            whole.setdefault(report.node.name, []).append(digest_report(report))
+            rounds = kept.setdefault(report.node.name, [])
+            if rounds:
+                rounds[-1] = strip_report(rounds[-1])
+            rounds.append(digest_round(report))
+
+    def outputs(rounds: dict[str, list]) -> tuple:
+        state = correlate_entries([(n, now, r) for n, r in rounds.items()], now)
+        return (render_json(state, {}, {}), render_report_text(state),
+                [d.to_dict() for d in state.diagnoses])
+
+    full, slim = outputs(whole), outputs(kept)
+    assert full[2], "the sample should produce diagnoses (node3 unreachable, rp_filter drift)"
+    assert slim == full
