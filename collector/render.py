@@ -19,7 +19,7 @@ kernel, agent_version, last_report_age_s, interval_s, stale, worst, findings: {s
 count}, peers_probed, blamed_by}], diagnoses: [Diagnosis.to_dict() + timeline], findings:
 [Finding.to_dict() of every finding at info or worse], matrix: {nodes, pairs_probed,
 pairs_failing, failing: [{from, to, kinds, confirmed, rounds, wire_seen, wire_sent}], rows:
-{sender: {target: "ok" | "fail" | "unconfirmed"}} (rows only up to MATRIX_JSON_ROWS_MAX_NODES)}}`.
+{sender: {target: "ok" | "fail" | "unconfirmed" | "unknown"}} (rows only up to MATRIX_JSON_ROWS_MAX_NODES)}}`.
 """
 
 from __future__ import annotations
@@ -45,7 +45,8 @@ MATRIX_JSON_ROWS_MAX_NODES = 50
 #: Timelines are computed for this many diagnoses at warning or worse.
 TIMELINE_MAX_DIAGNOSES = 10
 LEGEND = (". ok   X fails (confirmed)   x fails (1 round, unconfirmed)   M MTU-sized "
-          "lost   C control probe lost   - self   blank: not probed")
+          "lost   C control probe lost   ? not known yet (wire probes the target has not "
+          "reported on)   - self   blank: not probed")
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,8 @@ def _cell(st: str | PairStatus | None, min_rounds: int) -> str:
         return " "
     if st == "ok":
         return "."
+    if st == "unknown":
+        return "?"
     assert isinstance(st, PairStatus)
     confirmed = st.rounds >= min_rounds
     if st.kinds & PATH_KINDS:
@@ -130,8 +133,8 @@ def _cell(st: str | PairStatus | None, min_rounds: int) -> str:
 def _status_word(st: str | PairStatus | None, min_rounds: int) -> str | None:
     if st is None:
         return None
-    if st == "ok":
-        return "ok"
+    if st in ("ok", "unknown"):
+        return str(st)
     assert isinstance(st, PairStatus)
     return "fail" if st.rounds >= min_rounds else "unconfirmed"
 

@@ -93,3 +93,14 @@ def test_empty_report_renders() -> None:
     assert "no reports yet" in render_report_text(state)
     data = render_report_json(state)
     assert data["nodes"] == [] and data["diagnoses"] == [] and data["matrix"]["failing"] == []
+
+
+def test_probes_the_target_has_not_reported_on_are_unknown_not_ok() -> None:
+    names = nodes(3)
+    rounds = [build_round(names, T0, wire_only=names, interval=30.0),
+              build_round(names, T0 + 10, wire_only=names, silent=["node3"], interval=30.0)]
+    sim = Simulation(rounds)
+    state = build_report_state(sim.latest, sim.now, sim.history)
+    rows = render_report_json(state)["matrix"]["rows"]
+    assert rows["node1"]["node3"] == "unknown" and rows["node1"]["node2"] == "ok"
+    assert " 1 node1          -  .  ?" in render_report_text(state)

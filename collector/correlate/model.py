@@ -1,7 +1,7 @@
 """The data the cross-node rules work on: a per-report digest and the reachability matrix.
 
 `digest_report(report)` turns one NodeReport into a `NodeDigest` once (index probes by target,
-seen counts by sender, facts flattened to dotted keys). It is pure and costs tens of
+wire probes seen by sender, scalar facts flattened to dotted keys). It is pure and costs tens of
 microseconds, so a collector may compute it at ingest and hand digests to `correlate` instead of
 reports: the whole-cluster correlation then only walks sparse failures.
 
@@ -9,7 +9,7 @@ reports: the whole-cluster correlation then only walks sparse failures.
 previous rounds) into a `ReachabilityMatrix`: for every ordered pair (sender, target) that was
 probed, either "ok" or a `PairStatus` saying which probe kinds lost everything, for how many
 consecutive rounds, and what the target's capture saw. Only failing pairs are stored; an
-unlisted probed pair is ok.
+unlisted probed pair is ok (or unknown: see `CaptureWindows`, wire probes are judged by time).
 """
 
 from __future__ import annotations
@@ -300,13 +300,19 @@ class ReachabilityMatrix:
     #: rounds[0] is the latest (same failures as `failures`), then earlier rounds
     rounds: tuple[ProbeRound, ...] = ()
 
+    #: the receivers' report windows the wire probes were judged by
+    windows: "CaptureWindows | None" = None
+
     def status(self, sender: str, target: str) -> str | PairStatus | None:
-        """None: not probed; "ok"; or the PairStatus of a failing pair."""
+        """None: not probed; "ok"; "unknown" (only wire probes, and the target has not
+        reported since them); or the PairStatus of a failing pair."""
         st = self.failures.get((sender, target))
         if st is not None:
             return st
         d = self.digests.get(sender)
         if d is not None and target in d.targets:
+            if self.windows is not None and not path_known(d, target, self.windows):
+                return "unknown"
             return "ok"
         return None
 
@@ -570,5 +576,5 @@ def build_matrix(reports: Mapping[str, ReportLike] | Sequence[ReportLike],
     rounds[0] = replace(rounds[0], failures=failures)
     return ReachabilityMatrix(
         nodes=tuple(sorted(digests)), failures=failures, probed_in=probed_in,
-        probed_out=probed_out, pairs_probed=sum(probed_out.values()), digests=digests,
-        rounds=tuple(rounds))
+        probed_out=probed_out, pairs_probed=sum(len(d.targets) for d in live.values()),
+        digests=digests, rounds=tuple(rounds), windows=windows)
