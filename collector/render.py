@@ -19,7 +19,8 @@ kernel, agent_version, last_report_age_s, interval_s, stale, worst, findings: {s
 count}, peers_probed, blamed_by}], diagnoses: [Diagnosis.to_dict() + timeline], findings:
 [Finding.to_dict() of every finding at info or worse], matrix: {nodes, pairs_probed,
 pairs_failing, failing: [{from, to, kinds, confirmed, rounds, wire_seen, wire_sent}], rows:
-{sender: {target: "ok" | "fail" | "unconfirmed" | "unknown"}} (rows only up to MATRIX_JSON_ROWS_MAX_NODES)}}`.
+{sender: {target: "ok" | "fail" | "unconfirmed" | "unknown"}} (rows only up to
+MATRIX_JSON_ROWS_MAX_NODES)}}`.
 """
 
 from __future__ import annotations
