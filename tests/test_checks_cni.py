@@ -19,7 +19,10 @@ LOOPBACK = '{"cniVersion": "0.3.1", "name": "loopback", "type": "loopback"}\n'
 
 
 def host_tree(tmp_path: Path, configs: dict[str, str] | None,
-              binaries: tuple[str, ...] | None = ("flannel", "portmap", "bridge")) -> Host:
+              binaries: tuple[str, ...] | None = ("flannel", "portmap", "bridge"),
+              kubelet: bool = True) -> Host:
+    if kubelet:
+        (tmp_path / "var/lib/kubelet").mkdir(parents=True)
     if configs is not None:
         d = tmp_path / "etc/cni/net.d"
         d.mkdir(parents=True)
@@ -56,6 +59,12 @@ def test_missing_conf_dir_is_no_config(tmp_path: Path) -> None:
     _, findings = run(host_tree(tmp_path, None))
     assert [(f.id, f.severity) for f in findings] == [("cni.no-config", Severity.ERROR)]
     assert "/etc/cni/net.d does not exist" in findings[0].evidence
+
+
+def test_no_config_on_a_host_without_kubelet_is_info_not_a_fault(tmp_path: Path) -> None:
+    _, findings = run(host_tree(tmp_path, None, kubelet=False))
+    assert [(f.id, f.severity) for f in findings] == [("cni.no-config", Severity.INFO)]
+    assert "/var/lib/kubelet does not exist" in findings[0].evidence
 
 
 def test_empty_conf_dir_is_no_config(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from agent.parsers.cni import CniConfig, CniConfigError, choose_cni_config, is_c
     parse_cni_config
 from agent.report import Finding, Severity
 
+KUBELET_DIR = "/var/lib/kubelet"
 CNI_CONF_DIR = "/etc/cni/net.d"
 CNI_BIN_DIR = "/opt/cni/bin"
 CNI_CONFIG_MAX_BYTES = 1 << 20
@@ -83,6 +84,9 @@ class Facts:
     files: tuple[CniFile, ...]  # the config files (by suffix), sorted by name
     bin_dir_exists: bool
     binaries: frozenset[str]
+    #: /var/lib/kubelet exists under the host root: this is a Kubernetes node (kubelet's state
+    #: directory outlives a stopped kubelet), so a missing CNI config is a fault, not "n/a".
+    kubelet_dir_exists: bool = True
 
     @property
     def chosen(self) -> CniFile | None:
@@ -109,7 +113,8 @@ def gather(host: Host, ctx: CheckContext) -> Facts:
         bin_dir_exists = True
     except (FileNotFoundError, NotADirectoryError):
         binaries, bin_dir_exists = frozenset(), False
-    return Facts(conf_dir_exists, tuple(files), bin_dir_exists, binaries)
+    kubelet_dir_exists = host.host_path(KUBELET_DIR).is_dir()
+    return Facts(conf_dir_exists, tuple(files), bin_dir_exists, binaries, kubelet_dir_exists)
 
 
 def evaluate(facts: Facts, ctx: CheckContext) -> tuple[Finding, ...]:
@@ -117,6 +122,13 @@ def evaluate(facts: Facts, ctx: CheckContext) -> tuple[Finding, ...]:
     if chosen is None:
         where = (f"{CNI_CONF_DIR} does not exist" if not facts.conf_dir_exists
                  else f"{CNI_CONF_DIR} holds no *.conf, *.conflist or *.json file")
+        if not facts.kubelet_dir_exists:
+            return (SPEC.finding(
+                "cni.no-config", Severity.INFO, ctx.node,
+                title="No CNI config and no kubelet state: not a Kubernetes node?",
+                evidence=f"{where}; {KUBELET_DIR} does not exist",
+                remediation="Nothing to fix if this host is not a Kubernetes node; in a debug "
+                            "pod, pass --host-root with the node's filesystem mounted."),)
         return (SPEC.finding("cni.no-config", Severity.ERROR, ctx.node, evidence=where),)
     findings: list[Finding] = []
     for f in facts.files:
