@@ -90,9 +90,15 @@ def evaluate(view: ClusterView) -> RuleResult:
     title = (f"the overlay is partitioned into {len(sides)} groups that reach each other "
              f"inside but not across ({' + '.join(str(len(g)) for g in sides)} nodes)")
     seen = [st for st in across if st.wire_seen]
-    where = ("the receivers' captures never saw the packets: dropped in the fabric between "
-             "the groups" if not seen else
-             f"{len(seen)} of {len(across)} failing pairs were seen by the receiver's capture")
+    never = [st for st in across if st.wire_seen == 0]
+    if never and not seen:
+        where = ("the receivers' captures never saw the packets: dropped in the fabric "
+                 "between the groups")
+    elif seen:
+        where = (f"{len(seen)} of {len(across)} failing pairs were seen by the receiver's "
+                 f"capture: the receivers' hosts drop part of it")
+    else:
+        where = "no capture verdict on these probes yet (the receivers have not reported since)"
     evidence = [f"groups: {sizes}",
                 f"{len(across)} probed pairs across the groups fail and none across works; "
                 f"inside each group the probes work", where]
