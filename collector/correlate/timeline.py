@@ -101,35 +101,51 @@ def _onset(sender_snaps: list[_Snap], target: str, target_snaps: list[_Snap]
 
 def explain_timeline(history: Mapping[str, Sequence[Any]], diagnosis: Diagnosis
                      ) -> tuple[str, ...]:
-    snaps: dict[str, list[_Snap]] = {}
-    for node, items in history.items():
-        got = [s for s in (_snap(i) for i in items) if s is not None]
-        got.sort(key=lambda s: s.at)
-        snaps[node] = got
+    class _Lazy(dict):
+        """node -> its snapshots in time order, built on first use (only the blamed nodes and
+        their peers are ever looked at, not the whole cluster)."""
+
+        def __missing__(self, node: str) -> list[_Snap]:
+            got = [s for s in (_snap(i) for i in history.get(node, ())) if s is not None]
+            got.sort(key=lambda s: s.at)
+            self[node] = got
+            return got
+
+    snaps = _Lazy()
     blamed = list(diagnosis.nodes[:MAX_NODES])
     events: list[tuple[float, str]] = []
     changes: dict[str, list[tuple[float, str]]] = {}
     for node in blamed:
-        changes[node] = _fact_changes(node, snaps.get(node, []))
+        changes[node] = _fact_changes(node, snaps[node])
         events += changes[node]
     onsets: list[float] = []
     if diagnosis.id.startswith("overlay."):
-        latest_targets = {n: (ss[-1].digest.targets if ss and ss[-1].digest else frozenset())
-                          for n, ss in snaps.items()}
+        blamed_set = set(blamed)
+        probers: dict[str, set[str]] = {x: set() for x in blamed}
+        for n, items in history.items():  # who probed a blamed node in any recent round
+            for item in items:
+                targets = getattr(item, "targets", None)
+                if targets is None:
+                    snap = _snap(item)
+                    targets = snap.digest.targets if snap and snap.digest else ()
+                hit = blamed_set.intersection(targets)
+                for x in hit:
+                    if x != n:
+                        probers[x].add(n)
         aggregate: dict[str, list[float]] = {"to": [], "from": []}
         for x in blamed:
-            x_targets = set().union(*(s.digest.targets for s in snaps.get(x, []) if s.digest))
+            x_targets = set().union(*(s.digest.targets for s in snaps[x] if s.digest))
             for direction in ("to", "from"):
                 starts: dict[str, float] = {}
                 if direction == "to":
-                    peers = [p for p, ts in latest_targets.items() if p != x and x in ts]
+                    peers = sorted(probers[x])
                 else:
-                    peers = [p for p in x_targets if p in snaps]
+                    peers = [p for p in x_targets if p in history]
                 for p in peers:
                     if direction == "to":
-                        t = _onset(snaps[p], x, snaps.get(x, []))
+                        t = _onset(snaps[p], x, snaps[x])
                     else:
-                        t = _onset(snaps.get(x, []), p, snaps[p])
+                        t = _onset(snaps[x], p, snaps[p])
                     if t is not None:
                         starts[p] = t
                 if not starts:
