@@ -285,6 +285,19 @@ class NodeReport:
 
     @classmethod
     def from_dict(cls, data: Any) -> "NodeReport":
+        # The collector validates thousands of reports a second: well-formed JSON objects take
+        # the fast path (cheap exact type checks, no field paths built); anything it does not
+        # accept outright goes through the checked path below, which rejects the same inputs
+        # and names the field.
+        if type(data) is dict:
+            try:
+                return _fast_node_report(data)
+            except _NotFast:
+                pass
+        return cls._from_dict_checked(data)
+
+    @classmethod
+    def _from_dict_checked(cls, data: Any) -> "NodeReport":
         d = _mapping(data, "")
         schema = d.get("schema")
         if schema != SCHEMA_NODE_REPORT:
@@ -309,6 +322,155 @@ class NodeReport:
             seen=tuple(SeenCount.from_dict(s, f"seen[{i}]")
                        for i, s in enumerate(_list(d, "seen", ""))),
         )
+
+
+# --- the fast path: accepts exactly what the checked path accepts, or gives up --------------
+
+class _NotFast(Exception):
+    """Something the fast path does not accept outright; the checked path decides."""
+
+
+_SEVERITY_BY_LABEL = {s.label: s for s in Severity}
+_PROBE_KIND_SET = frozenset(PROBE_KINDS)
+
+
+def _new(cls: type, values: dict[str, Any]) -> Any:
+    """A frozen dataclass instance from already validated field values (every field given;
+    only for classes without __post_init__ or whose __post_init__ the caller has done)."""
+    obj = object.__new__(cls)
+    obj.__dict__.update(values)
+    return obj
+
+
+def _f_str(value: Any) -> str:
+    """An optional string (missing or null: "")."""
+    if value is None:
+        return ""
+    if type(value) is not str:
+        raise _NotFast
+    return value
+
+
+def _f_req_str(value: Any) -> str:
+    if type(value) is not str:
+        raise _NotFast
+    return value
+
+
+def _f_opt_int(value: Any) -> int | None:
+    if value is None or type(value) is int:
+        return value
+    raise _NotFast
+
+
+def _f_num(value: Any) -> float:
+    if type(value) is float:
+        if value - value != 0.0:  # inf or nan
+            raise _NotFast
+        return value
+    if type(value) is int:
+        try:
+            return float(value)
+        except OverflowError:
+            raise _NotFast from None
+    raise _NotFast
+
+
+def _f_list(d: dict[str, Any], key: str) -> list[Any]:
+    value = d.get(key)
+    if value is None:
+        return []
+    if type(value) is not list or len(value) > MAX_LIST_ITEMS:
+        raise _NotFast
+    return value
+
+
+def _fast_node_report(d: dict[str, Any]) -> NodeReport:
+    if d.get("schema") != SCHEMA_NODE_REPORT:
+        raise _NotFast
+    facts = d.get("facts", {})
+    if type(facts) is not dict:
+        raise _NotFast
+    for k in facts:
+        if type(k) is not str:
+            raise _NotFast
+    n = d.get("node")
+    if type(n) is not dict:
+        raise _NotFast
+    name = n.get("name")
+    if type(name) is not str or not name:
+        raise _NotFast
+    node = _new(NodeInfo, {"name": name, "underlay_ip": _f_str(n.get("underlay_ip")),
+                           "kernel": _f_str(n.get("kernel")),
+                           "agent_version": _f_str(n.get("agent_version"))})
+    interval = d.get("interval_s")
+    overlay = []
+    for o in _f_list(d, "overlay"):
+        if type(o) is not dict:
+            raise _NotFast
+        up = o.get("up", True)
+        if type(up) is not bool:
+            raise _NotFast
+        overlay.append(_new(OverlayDevice, {
+            "name": _f_req_str(o.get("name")), "vni": _f_opt_int(o.get("vni")),
+            "port": _f_opt_int(o.get("port")), "local": _f_str(o.get("local")),
+            "parent": _f_str(o.get("parent")), "mtu": _f_opt_int(o.get("mtu")),
+            "mac": _f_str(o.get("mac")),
+            "addresses": tuple(_f_req_str(a) for a in _f_list(o, "addresses")), "up": up}))
+    findings = []
+    for f in _f_list(d, "findings"):
+        if type(f) is not dict:
+            raise _NotFast
+        severity = f.get("severity")
+        if type(severity) is not str or severity not in _SEVERITY_BY_LABEL:
+            raise _NotFast
+        findings.append(Finding(id=_f_req_str(f.get("id")), severity=_SEVERITY_BY_LABEL[severity],
+                                node=_f_str(f.get("node")), title=_f_req_str(f.get("title")),
+                                evidence=_f_str(f.get("evidence")),
+                                remediation=_f_str(f.get("remediation"))))
+    probes = []
+    append = probes.append
+    kinds = _PROBE_KIND_SET
+    for p in _f_list(d, "probes"):
+        if type(p) is not dict:
+            raise _NotFast
+        get = p.get
+        peer, peer_ip, kind = get("peer"), get("peer_ip"), get("kind")
+        sent, answered, rtt, error = get("sent"), get("answered"), get("rtt_ms"), get("error")
+        if (type(peer) is not str or type(kind) is not str or kind not in kinds
+                or type(sent) is not int or sent < 0):
+            raise _NotFast
+        if peer_ip is None:
+            peer_ip = ""
+        elif type(peer_ip) is not str:
+            raise _NotFast
+        if error is None:
+            error = ""
+        elif type(error) is not str:
+            raise _NotFast
+        if answered is not None and (type(answered) is not int or answered < 0):
+            raise _NotFast
+        if rtt is not None:
+            if type(rtt) is not dict:
+                raise _NotFast
+            rtt = _new(RttStats, {"min": _f_num(rtt.get("min")), "avg": _f_num(rtt.get("avg")),
+                                  "max": _f_num(rtt.get("max"))})
+        append(_new(ProbeResult, {"peer": peer, "peer_ip": peer_ip, "kind": kind, "sent": sent,
+                                  "answered": answered, "rtt_ms": rtt, "error": error}))
+    seen = []
+    for s in _f_list(d, "seen"):
+        if type(s) is not dict:
+            raise _NotFast
+        count = s.get("count")
+        if type(count) is not int or count < 0:
+            raise _NotFast
+        seen.append(_new(SeenCount, {"peer": _f_req_str(s.get("peer")),
+                                     "peer_ip": _f_str(s.get("peer_ip")),
+                                     "kind": _f_req_str(s.get("kind")), "count": count}))
+    return NodeReport(schema=d["schema"], node=node, collected_at=_f_num(d.get("collected_at")),
+                      interval_s=0.0 if interval is None else _f_num(interval),
+                      overlay=tuple(overlay), facts=facts, findings=tuple(findings),
+                      probes=tuple(probes), seen=tuple(seen))
 
 
 # --- validation helpers: each names the field it rejects -------------------------------------
