@@ -200,3 +200,27 @@ def test_unsynchronised_rounds_judge_wire_probes_by_time() -> None:
     sim = Simulation(rounds)
     diags = correlate(sim.latest, sim.now, sim.history)
     assert _ids(diags) == [("overlay.node-inbound-blocked", ("node3",))]
+
+
+def test_outbound_block_is_not_isolated_while_receivers_have_not_reported() -> None:
+    # egress of node2 dropped in the fabric; in the latest round node2's own report predates
+    # the peers' probes, so their wire probes to node2 are not judged yet: still outbound
+    from tests.correlate_builder import Simulation, build_round
+    names = nodes(4)
+
+    def lost(s: str, t: str) -> set[str]:
+        if s == "node2":
+            return {"wire"}
+        if t == "node2":
+            return {"echo", "mtu"}
+        return set()
+
+    rounds = []
+    for r in range(3):
+        rounds.append({n: rep for n, rep in build_round(names, 1000.0 + 10 * r, lost).items()
+                       if n == "node2"})
+        rounds.append({n: rep for n, rep in build_round(names, 1005.0 + 10 * r, lost).items()
+                       if n != "node2"})
+    sim = Simulation(rounds)
+    diags = correlate(sim.latest, sim.now, sim.history)
+    assert _ids(diags) == [("overlay.node-outbound-blocked", ("node2",))]

@@ -73,6 +73,10 @@ def _own_causes(d: NodeDigest | None) -> list[Finding]:
             if f.severity >= Severity.WARNING and f.id.startswith(LOCAL_CAUSE_PREFIXES)]
 
 
+def _never_arrived(st: PairStatus) -> bool:
+    return st.wire_seen == 0 or st.wire_sent is None
+
+
 def _maps(view: ClusterView, k: int) -> tuple[dict[str, list[PairStatus]],
                                               dict[str, list[PairStatus]]]:
     fin: dict[str, list[PairStatus]] = {}
@@ -96,17 +100,18 @@ def evaluate(view: ClusterView) -> RuleResult:
     def holds(x: str, inbound: bool, strong: bool, rounds: int = need) -> bool:
         """Most of X's probers fail to reach it (inbound) or most of X's targets are not
         reached (outbound), in each of `rounds` rounds. `strong`: count only probes that never
-        arrived (the receiver's capture saw none, or there is no capture to ask); a probe that
-        arrived but got no answer may have lost its answer on the way back instead."""
+        arrived (the receiver's capture saw none; or no wire probe went, so the echo is all
+        there is); a probe that arrived but got no answer may have lost its answer on the way
+        back, and one the receiver has not reported on yet proves nothing either way."""
         if not inbound and x not in view.live:
             return False
         for k in range(rounds):
             fin, fout = maps[k]
             if inbound:
-                fails = {st.sender for st in fin.get(x, ()) if not strong or not st.wire_seen}
+                fails = {st.sender for st in fin.get(x, ()) if not strong or _never_arrived(st)}
                 base = view.trusted_probers(x, k)
             else:
-                fails = {st.target for st in fout.get(x, ()) if not strong or not st.wire_seen}
+                fails = {st.target for st in fout.get(x, ()) if not strong or _never_arrived(st)}
                 base = view.probed_out(x, k)
             if not (len(fails) >= cfg.min_senders and len(fails) > cfg.blame_fraction * base):
                 return False
@@ -171,11 +176,11 @@ def evaluate(view: ClusterView) -> RuleResult:
                 evidence.append(f"TCP to {x}'s agent port works from "
                                 f"{plural(len(tcp_ok), 'peer')}: {x} is up")
             evidence += pair_lines(ins)
-            replies = [st for st in outs if st.wire_seen]
+            replies = [st for st in outs if st.wire_seen != 0]  # arrived, or not judged
             if replies:
-                evidence.append(f"{x}'s own probes to {plural(len(replies), 'peer')} arrive "
-                                f"(their captures saw them) but the answers back into {x} "
-                                f"are lost on the same path:")
+                evidence.append(f"{x}'s own probes to {plural(len(replies), 'peer')} get no "
+                                f"answer though nothing shows them lost on the way out: the "
+                                f"answers back into {x} are lost on the same path:")
                 evidence += pair_lines(replies)
             fix = {"fabric": FABRIC_FIX, "host": HOST_FIX}.get(where, FABRIC_FIX + " " + HOST_FIX)
             acc.diagnoses.append(diagnosis("overlay.node-inbound-blocked", Severity.ERROR, (x,),
@@ -195,10 +200,11 @@ def evaluate(view: ClusterView) -> RuleResult:
                 evidence.append(f"targets saw {x}'s packets arrive; their answers do not "
                                 f"come back to {x} (return path, {x}'s rp_filter/firewall)")
             evidence += pair_lines(outs)
-            answers = [st for st in ins if st.wire_seen]
+            answers = [st for st in ins if st.wire_seen != 0]  # arrived, or not judged
             if answers:
-                evidence.append(f"peers' probes reach {x} ({x}'s capture saw them) but {x}'s "
-                                f"answers die on the same way out:")
+                evidence.append(f"peers' probes to {x} get no answer though nothing shows "
+                                f"them lost on the way in: {x}'s answers die on the same way "
+                                f"out:")
                 evidence += pair_lines(answers)
             acc.diagnoses.append(diagnosis("overlay.node-outbound-blocked", Severity.ERROR,
                                            (x,), title, evidence,
