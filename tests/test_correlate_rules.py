@@ -326,3 +326,17 @@ def test_drift_needs_two_reports_against_each_rounds_majority() -> None:
     diags = correlate(sim.latest, sim.now, sim.history)
     assert [(d.id, d.severity) for d in diags] == [("drift.cni_config_digest", Severity.INFO)]
     assert "(one report so far)" in diags[0].title
+
+
+def test_partition_of_wire_only_nodes_with_unsynchronised_rounds() -> None:
+    names = nodes(6)
+    a = {"node1", "node2", "node3"}
+    lost = (lambda s, t: {"wire"} if (s in a) != (t in a) else set())
+    rounds = []
+    for r in range(3):
+        for i, n in enumerate(names):  # every node at its own phase
+            rounds.append({n: build_round(names, 1000.0 + 10 * r + i, lost, wire_only=names,
+                                          interval=10.0)[n]})
+    sim = Simulation(rounds)
+    assert _ids(correlate(sim.latest, sim.now, sim.history)) == [
+        ("overlay.partition", tuple(names))]

@@ -17,7 +17,7 @@ import math
 from agent.report import Severity
 from collector.correlate.base import (ClusterView, RuleResult, _Acc, diagnosis, name_list,
                                       pair_lines, vxlan_port)
-from collector.correlate.model import PATH_KINDS
+from collector.correlate.model import PATH_KINDS, path_known
 
 FIX = ("Allow overlay traffic between the groups: UDP {port} (VXLAN) in both directions "
        "between their security groups / subnets (ingress rule on each group's security group "
@@ -53,11 +53,16 @@ def evaluate(view: ClusterView) -> RuleResult:
         return acc.result()
     live_set = set(live)
 
+    windows = m.windows
+
     def ok_edges():
+        # a pair whose outcome is not known yet (wire probes the receiver has not reported
+        # on) is no evidence that the groups reach each other
         for s in live:
             d = view.live[s]
             for t in d.targets:
-                if t in live_set and (s, t) not in path_fail:
+                if t in live_set and (s, t) not in path_fail and (
+                        windows is None or path_known(d, t, windows)):
                     yield s, t
 
     comp = components(live, ok_edges())
