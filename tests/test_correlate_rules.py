@@ -340,3 +340,11 @@ def test_partition_of_wire_only_nodes_with_unsynchronised_rounds() -> None:
     sim = Simulation(rounds)
     assert _ids(correlate(sim.latest, sim.now, sim.history)) == [
         ("overlay.partition", tuple(names))]
+
+
+def test_probes_to_a_node_without_any_report_blame_no_one() -> None:
+    names = nodes(5)
+    sim = simulate(names, silent=["node5"], lost=lambda s, t: {"wire"} if t == "node5" else set())
+    diags = correlate(sim.latest, sim.now, sim.history)
+    assert [(d.id, d.severity, d.nodes) for d in diags] == [
+        ("agent.stale", Severity.INFO, ("node5",))]

@@ -3,7 +3,8 @@
 Its last report is old, so its probes and captures are not evidence about now; probe failures
 *to* it are folded into this diagnosis (a node that is down is not also "inbound blocked").
 When live peers' probes to it fail as well (TCP to its agent port included), it is likely down
-or cut off, which makes the diagnosis an error.
+or cut off, which makes the diagnosis an error. A node that peers probe but that never sent a
+report (or was forgotten) is an info `agent.stale`, and the failures to it blame no one.
 """
 
 from __future__ import annotations
@@ -61,7 +62,21 @@ def evaluate(view: ClusterView, ages: dict[str, float]) -> RuleResult:
                                        REMEDIATION.format(node=name)))
         acc.blames.add(name)
         acc.explains.update((st.sender, name) for st in failing_in.get(name, []))
+    # peers probe a node the collector has no report from at all (it never reported, or was
+    # forgotten): nothing to compare with, so its failures blame no one else
+    unknown: dict[str, list] = {}
+    for st in view.matrix.failures.values():
+        if st.target not in view.digests:
+            unknown.setdefault(st.target, []).append(st)
+    for name in sorted(unknown):
+        fails = unknown[name]
+        acc.diagnoses.append(diagnosis(
+            "agent.stale", Severity.INFO, (name,),
+            f"{name}: peers probe it but there is no report from it",
+            [f"probes to {name} fail from {name_list({st.sender for st in fails})}"]
+            + pair_lines(fails), REMEDIATION.format(node=name)))
+        acc.blames.add(name)
     for key in view.matrix.failures:
-        if key[0] in view.stale or key[1] in view.stale:
+        if key[0] in view.stale or key[1] in view.stale or key[1] in unknown:
             acc.explains.add(key)
     return acc.result()
