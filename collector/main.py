@@ -69,7 +69,8 @@ def cmd_collector(args: argparse.Namespace) -> int:
         raise UsageError(f"--keep-rounds must be >= 2 (verdicts need two rounds), got {keep}")
     config = CollectorConfig(db_path=args.db, token=token,
                              interval_s=getattr(args, "interval", None) or 30.0,
-                             recent_per_node=keep, trim_memory=memory_trimmer())
+                             recent_per_node=keep, trim_memory=memory_trimmer(),
+                             manage_gc=True)
     if token is None:
         log.warning("no --token-file: accepting reports from anyone who can reach %s:%d",
                     host, port)
