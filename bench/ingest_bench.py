@@ -12,7 +12,8 @@ What it does:
    holds, so answers are small), each report validated by the collector, digested and
    committed to SQLite before it answers;
 3. prints reports/s of both phases and the collector's CPU time per report (its capacity per
-   core, whatever else the machine is doing), its RSS after them, the /report latency at
+   core, whatever else the machine is doing; the client's CPU per report too: on a 2-core
+   machine the two share the cores), its RSS after them, the /report latency at
    that size, and the database size.
 
 The synthetic reports are shaped like the agent's: 16 sampled peers x 5 probe kinds x 3
@@ -147,14 +148,16 @@ def client_main(url: str, nodes: int, rounds: int, concurrency: int, server_pid:
                             # {"peers":...,"interval_s":...,"peers_version":"<hex>"}
                             versions[i] = body[body.rindex(b'"peers_version":"') + 17:-2].decode()
 
-                cpu0 = cpu_seconds(server_pid)
+                cpu0, client_cpu0 = cpu_seconds(server_pid), time.process_time()
                 started = time.perf_counter()
                 await asyncio.gather(*(worker() for _ in range(concurrency)))
                 took = time.perf_counter() - started
                 server_cpu = cpu_seconds(server_pid) - cpu0
+                client_cpu = time.process_time() - client_cpu0
                 results[name] = {"reports": nodes, "seconds": round(took, 2),
                                  "reports_per_s": round(nodes / took),
                                  "server_cpu_us_per_report": round(server_cpu / nodes * 1e6),
+                                 "client_cpu_us_per_report": round(client_cpu / nodes * 1e6),
                                  "errors": errors, "report_bytes": len(bodies[0]),
                                  "answer_mb": round(answer_bytes / MIB, 1)}
 
@@ -167,9 +170,12 @@ def client_main(url: str, nodes: int, rounds: int, concurrency: int, server_pid:
                 total = sum(x["reports"] for x in steady)
                 secs = sum(x["seconds"] for x in steady)
                 cpu_us = sum(x["server_cpu_us_per_report"] * x["reports"] for x in steady) / total
+                client_us = sum(x["client_cpu_us_per_report"] * x["reports"]
+                                for x in steady) / total
                 results["steady"] = {"reports": total, "seconds": round(secs, 2),
                                      "reports_per_s": round(total / secs),
                                      "server_cpu_us_per_report": round(cpu_us),
+                                     "client_cpu_us_per_report": round(client_us),
                                      "server_capacity_per_core": round(1e6 / cpu_us)}
         return results
 

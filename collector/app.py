@@ -64,6 +64,9 @@ TRIM_PERIOD_S = 30.0
 GC_FREEZE_PERIOD_S = 5.0
 #: ...and thawed and collected once this often (cycles among them are freed then).
 GC_FULL_PERIOD_S = 600.0
+#: ...and young objects are collected after this many allocations (Python's default, 700,
+#: promotes the report being parsed to the older generations several times per report).
+GC_YOUNG_THRESHOLD = 20_000
 PEERS_VERSION_HEADER = "X-Netdiag-Peers-Version"
 #: The peer list is re-encoded at most once per this many times its encoding took.
 PEERS_REBUILD_FACTOR = 10.0
@@ -626,6 +629,8 @@ async def _gc_loop() -> None:
     reference counting as rounds replace them; only garbage cycles among them wait for the
     full collection every GC_FULL_PERIOD_S."""
     last_full = time.monotonic()
+    thresholds = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *thresholds[1:])
     try:
         while True:
             await asyncio.sleep(GC_FREEZE_PERIOD_S)
@@ -635,6 +640,7 @@ async def _gc_loop() -> None:
                 last_full = time.monotonic()
             gc.freeze()
     finally:
+        gc.set_threshold(*thresholds)
         gc.unfreeze()
 
 
