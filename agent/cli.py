@@ -85,12 +85,22 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--proc-root", default="/proc", help=argparse.SUPPRESS)
     check.add_argument("--sys-root", default="/sys", help=argparse.SUPPRESS)
 
-    agent = sub.add_parser("agent", help="the DaemonSet process: check, probe, report forever")
-    agent.add_argument("--collector", required=True, metavar="URL")
-    agent.add_argument("--node-name", default=None)
-    agent.add_argument("--interval", type=float, default=30.0, metavar="S")
-    agent.add_argument("--once", action="store_true")
-    agent.add_argument("--token-file", metavar="F")
+    agent = sub.add_parser(
+        "agent", help="the DaemonSet process: check, probe, report forever",
+        description="Every --interval: run the node checks, probe a rotating sample of peers "
+                    "over VXLAN, post the NodeReport to the collector (retrying with backoff "
+                    "while it is down; the newest report is kept). The collector's answer "
+                    "carries the peer list.")
+    agent.add_argument("--collector", required=True, metavar="URL",
+                       help="the collector's base URL, e.g. http://netdiag-collector:8080")
+    agent.add_argument("--node-name", default=None,
+                       help="this node's name (default: $NODE_NAME, then the hostname)")
+    agent.add_argument("--interval", type=float, default=30.0, metavar="S",
+                       help="seconds between rounds (default 30)")
+    agent.add_argument("--once", action="store_true",
+                       help="one round, post it, exit 0/1/2 like `check` (69: not delivered)")
+    agent.add_argument("--token-file", metavar="F",
+                       help="file holding the collector's bearer token (a mounted Secret)")
     # The DaemonSet mounts the host's /etc, /var/lib/kubelet, /opt/cni/bin, /run, /usr read-only
     # under /host (deploy/agent-daemonset.yaml); the checks read host files under this prefix.
     agent.add_argument("--host-root", default="/", metavar="DIR",
@@ -101,9 +111,16 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--proc-root", default="/proc", help=argparse.SUPPRESS)
     agent.add_argument("--sys-root", default="/sys", help=argparse.SUPPRESS)
 
-    collector = sub.add_parser("collector", help="the aggregator service")
-    collector.add_argument("--listen", default="0.0.0.0:8080", metavar="HOST:PORT")
-    collector.add_argument("--db", default="netdiag.sqlite3", metavar="PATH")
+    collector = sub.add_parser(
+        "collector", help="the aggregator service",
+        description="Ingest every node's report, correlate them and serve the root cause: "
+                    "GET /report (text; ?format=json), /api/v1/peers, /metrics, /healthz, "
+                    "/readyz; POST /api/v1/reports.")
+    collector.add_argument("--listen", default="0.0.0.0:8080", metavar="HOST:PORT",
+                           help="address to serve on (default 0.0.0.0:8080)")
+    collector.add_argument("--db", default="netdiag.sqlite3", metavar="PATH",
+                           help="SQLite state file (WAL), kept across restarts "
+                                "(default ./netdiag.sqlite3)")
     collector.add_argument("--token-file", metavar="F",
                            help="require this bearer token on POST /api/v1/reports")
     collector.add_argument("--interval", type=float, default=30.0, metavar="S",
@@ -112,8 +129,14 @@ def build_parser() -> argparse.ArgumentParser:
                            help="recent rounds kept per node for correlation (default 3; "
                                 "memory grows with it)")
 
-    analyze = sub.add_parser("analyze", help="offline triage of pasted command output")
-    analyze.add_argument("--json", action="store_true")
+    analyze = sub.add_parser(
+        "analyze", help="offline triage of pasted command output",
+        description="Recognise pasted output (iptables-save, ipvsadm -Ln [--stats], "
+                    "conntrack -S, ip -d link show, bridge fdb show, a CNI config) and print "
+                    "the same findings a node check would. Tolerates a shell prompt line, "
+                    "surrounding text, CRLF and cut output. Exit 0/1/2 like `check`.")
+    analyze.add_argument("--json", action="store_true",
+                         help='print {"findings": [...]} instead of text')
     analyze.add_argument("files", nargs="+", metavar="FILE", help="a file, or - for stdin")
     return parser
 
