@@ -90,8 +90,26 @@ def digest_value(value: Any) -> str:
     return hashlib.blake2b(raw.encode(), digest_size=6).hexdigest()
 
 
+#: Digests of scalar fact values, which repeat across nodes and rounds (cleared when full).
+_SCALAR_DIGESTS: dict[tuple[type, Any], str] = {}
+_SCALAR_DIGESTS_MAX = 4096
+_SCALAR_TYPES = (str, int, float, bool, type(None))
+
+
 def digest_facts(facts: Mapping[str, Any]) -> dict[str, str]:
-    return {k: digest_value(v) for k, v in facts.items()}
+    out = {}
+    for k, v in facts.items():
+        t = type(v)
+        if t in _SCALAR_TYPES:  # exact types: 1, 1.0 and True digest differently
+            d = _SCALAR_DIGESTS.get((t, v))
+            if d is None:
+                if len(_SCALAR_DIGESTS) >= _SCALAR_DIGESTS_MAX:
+                    _SCALAR_DIGESTS.clear()
+                d = _SCALAR_DIGESTS[(t, v)] = digest_value(v)
+            out[k] = d
+        else:
+            out[k] = digest_value(v)
+    return out
 
 
 @dataclass(frozen=True)
