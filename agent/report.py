@@ -336,7 +336,9 @@ _PROBE_KIND_SET = frozenset(PROBE_KINDS)
 
 def _new(cls: type, values: dict[str, Any]) -> Any:
     """A frozen dataclass instance from already validated field values (every field given;
-    only for classes without __post_init__ or whose __post_init__ the caller has done)."""
+    only for classes without __post_init__ or whose __post_init__ the caller has done).
+    ~2.5x faster than the constructor, but the instance carries a whole dict (~2x the
+    memory): for short-lived objects."""
     obj = object.__new__(cls)
     obj.__dict__.update(values)
     return obj
@@ -400,9 +402,10 @@ def _fast_node_report(d: dict[str, Any]) -> NodeReport:
     name = n.get("name")
     if type(name) is not str or not name:
         raise _NotFast
-    node = _new(NodeInfo, {"name": name, "underlay_ip": _f_str(n.get("underlay_ip")),
-                           "kernel": _f_str(n.get("kernel")),
-                           "agent_version": _f_str(n.get("agent_version"))})
+    # Objects a collector keeps are built by their constructors (compact instances); _new
+    # is for the hundreds of probes per report, which are indexed and dropped.
+    node = NodeInfo(name=name, underlay_ip=_f_str(n.get("underlay_ip")),
+                    kernel=_f_str(n.get("kernel")), agent_version=_f_str(n.get("agent_version")))
     interval = d.get("interval_s")
     overlay = []
     for o in _f_list(d, "overlay"):
@@ -411,12 +414,11 @@ def _fast_node_report(d: dict[str, Any]) -> NodeReport:
         up = o.get("up", True)
         if type(up) is not bool:
             raise _NotFast
-        overlay.append(_new(OverlayDevice, {
-            "name": _f_req_str(o.get("name")), "vni": _f_opt_int(o.get("vni")),
-            "port": _f_opt_int(o.get("port")), "local": _f_str(o.get("local")),
-            "parent": _f_str(o.get("parent")), "mtu": _f_opt_int(o.get("mtu")),
-            "mac": _f_str(o.get("mac")),
-            "addresses": tuple(_f_req_str(a) for a in _f_list(o, "addresses")), "up": up}))
+        overlay.append(OverlayDevice(
+            name=_f_req_str(o.get("name")), vni=_f_opt_int(o.get("vni")),
+            port=_f_opt_int(o.get("port")), local=_f_str(o.get("local")),
+            parent=_f_str(o.get("parent")), mtu=_f_opt_int(o.get("mtu")), mac=_f_str(o.get("mac")),
+            addresses=tuple(_f_req_str(a) for a in _f_list(o, "addresses")), up=up))
     findings = []
     for f in _f_list(d, "findings"):
         if type(f) is not dict:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import gc
 import hashlib
 import hmac
 import json
@@ -61,13 +60,6 @@ CORRELATE_PERIOD_S = 1.0
 CORRELATE_DUTY = 10.0
 PRUNE_PERIOD_S = 300.0
 TRIM_PERIOD_S = 30.0
-#: With `manage_gc`: objects alive this long are frozen out of the cyclic garbage collector...
-GC_FREEZE_PERIOD_S = 5.0
-#: ...and thawed and collected once this often (cycles among them are freed then).
-GC_FULL_PERIOD_S = 600.0
-#: ...and young objects are collected after this many allocations (Python's default, 700,
-#: promotes the report being parsed to the older generations several times per report).
-GC_YOUNG_THRESHOLD = 20_000
 PEERS_VERSION_HEADER = "X-Netdiag-Peers-Version"
 #: The peer list is re-encoded at most once per this many times its encoding took.
 PEERS_REBUILD_FACTOR = 10.0
@@ -92,9 +84,6 @@ class CollectorConfig:
     background: bool = True
     #: Called every TRIM_PERIOD_S to return freed memory to the OS (None: never).
     trim_memory: Callable[[], None] | None = None
-    #: Freeze the long-lived state out of the cyclic GC (see `_gc_loop`); process-wide, so
-    #: only `netdiag collector` turns it on, not tests sharing a process.
-    manage_gc: bool = False
 
 
 @dataclass
@@ -596,8 +585,6 @@ async def _on_startup(app: web.Application) -> None:
         app[TASKS].append(asyncio.create_task(_correlate_loop(state)))
         app[TASKS].append(asyncio.create_task(_prune_loop(state)))
         app[TASKS].append(asyncio.create_task(_trim_loop(state)))
-        if state.config.manage_gc:
-            app[TASKS].append(asyncio.create_task(_gc_loop()))
 
 
 async def _correlate_loop(state: CollectorState) -> None:
@@ -624,29 +611,6 @@ async def _trim_loop(state: CollectorState) -> None:
     while True:
         await asyncio.sleep(TRIM_PERIOD_S)
         await state.store.call(trim)
-
-
-async def _gc_loop() -> None:
-    """Keeps Python's cyclic garbage collector off the kept state. At 5,000 nodes the digests
-    are millions of objects; every report and every correlation allocates thousands that live
-    long enough to be promoted, so the collector re-walked the whole heap about twice a
-    second (~150 ms each, ~30% of the CPU while ingesting). Frozen objects are still freed by
-    reference counting as rounds replace them; only garbage cycles among them wait for the
-    full collection every GC_FULL_PERIOD_S."""
-    last_full = time.monotonic()
-    thresholds = gc.get_threshold()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, *thresholds[1:])
-    try:
-        while True:
-            await asyncio.sleep(GC_FREEZE_PERIOD_S)
-            if time.monotonic() - last_full >= GC_FULL_PERIOD_S:
-                gc.unfreeze()
-                gc.collect()
-                last_full = time.monotonic()
-            gc.freeze()
-    finally:
-        gc.set_threshold(*thresholds)
-        gc.unfreeze()
 
 
 async def _prune_loop(state: CollectorState) -> None:
