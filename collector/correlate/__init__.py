@@ -105,8 +105,13 @@ def correlate_with_matrix(reports: Mapping[str, ReportLike] | Sequence[ReportLik
     def absorb(res: RuleResult) -> None:
         nonlocal view
         out.extend(res.diagnoses)
-        view = replace(view, explained=view.explained | res.explains,
-                       blamed=view.blamed | res.blames, memo={})
+        # the rounds' failing pairs already listed stay valid minus the newly explained ones
+        # (sorted lists stay sorted): a partition's tens of thousands are not re-sorted per rule
+        new = res.explains
+        memo = {k: [st for st in sts if st[:2] not in new] if new else sts
+                for k, sts in view.memo.items()}
+        view = replace(view, explained=view.explained | new if new else view.explained,
+                       blamed=view.blamed | res.blames, memo=memo)
 
     absorb(stale.evaluate(view, ages))
     for rule in _OVERLAY_RULES:

@@ -14,6 +14,7 @@ unlisted probed pair is ok (or unknown: see `CaptureWindows`, wire probes are ju
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import Counter
 from dataclasses import dataclass, replace
 from sys import intern as sys_intern
@@ -93,6 +94,10 @@ class NodeDigest:
     #: "name,vni,port,mtu|..." of every overlay device (a str: its hash is cached, so
     #: "are all nodes' devices alike?" is one cheap set)
     overlay_key: str = ""
+    #: peers whose echo probe has a known outcome (lost or answered): their overlay path
+    #: status is known without the receiver's capture (the same object as `targets` when
+    #: every peer got an echo probe)
+    echo_known: frozenset[str] = frozenset()
 
     def sent_wire(self, peer: str) -> int:
         ws = self.wire_sent
@@ -143,6 +148,9 @@ def digest_report(report: NodeReport) -> NodeDigest:
             break
     target_set = frozenset(targets)
     wire_set = target_set if len(wire_sent) == len(targets) else frozenset(wire_sent)
+    echo = {p for p, ks in lost.items() if "echo" in ks}
+    echo.update(p for p, ks in answered.items() if "echo" in ks)
+    echo_set = target_set if len(echo) == len(targets) else frozenset(echo)
     counts = set(wire_sent.values())
     return NodeDigest(
         name=name, collected_at=report.collected_at, interval_s=report.interval_s,
@@ -154,7 +162,7 @@ def digest_report(report: NodeReport) -> NodeDigest:
         captures=bool(wire_sent) or bool(report.seen),
         wire_pairs=frozenset(f"{name}{PAIR_SEP}{t}" for t in wire_sent),
         seen_pairs=frozenset(f"{p}{PAIR_SEP}{name}" for p in seen_wire),
-        service_vips=vips,
+        service_vips=vips, echo_known=echo_set,
         overlay_key=intern("|".join(f"{d.name},{d.vni},{d.port},{d.mtu}"
                                     for d in report.overlay)))
 
@@ -346,6 +354,38 @@ class CaptureWindows:
     def __init__(self, reports_of: Mapping[str, list[NodeDigest]]) -> None:
         self.reports_of = reports_of
         self.latest_at = {n: rs[-1].collected_at for n, rs in reports_of.items() if rs}
+        #: target -> ((collected_at, seen_wire, captures), ...) oldest first, built on demand
+        #: (the per-pair lookups of a partition read plain tuples, not dataclass attributes)
+        self._rows: dict[str, tuple] = {}
+        self._seen_at: dict[str, float] | None = None
+        self._times: dict[str, tuple[float, ...]] | None = None
+
+    def seen_at(self) -> dict[str, float]:
+        """"sender\0target" -> when the newest report of the target whose capture saw the
+        sender's wire probes was collected (every node's reports; built once, on demand)."""
+        got = self._seen_at
+        if got is None:
+            got = self._seen_at = {}
+            for rs in self.reports_of.values():
+                for r in rs:  # oldest first: the newest time wins
+                    if r.seen_pairs:
+                        got.update(dict.fromkeys(r.seen_pairs, r.collected_at))
+        return got
+
+    def times_of(self) -> dict[str, tuple[float, ...]]:
+        """node -> when each of its reports was collected, oldest first."""
+        got = self._times
+        if got is None:
+            got = self._times = {n: tuple(r.collected_at for r in rs)
+                                 for n, rs in self.reports_of.items()}
+        return got
+
+    def rows(self, target: str) -> tuple:
+        got = self._rows.get(target)
+        if got is None:
+            got = self._rows[target] = tuple(
+                (r.collected_at, r.seen_wire, r.captures) for r in self.reports_of.get(target, ()))
+        return got
 
     def judged(self, sender: NodeDigest, target: str) -> bool:
         """Has the target reported since the sender's probes went out?"""
@@ -355,22 +395,29 @@ class CaptureWindows:
     def wire_seen(self, sender: NodeDigest, target: str) -> int | None:
         """How many of the sender's wire probes of that round the target's capture saw, over
         the target's windows that can hold them; None when it cannot be told (yet)."""
-        rs = self.reports_of.get(target)
-        if not rs or not self.judged(sender, target):
+        at = self.latest_at.get(target)
+        if at is None or at < sender.collected_at:
             return None
-        interval = sender.interval_s if sender.interval_s > 0 else DEFAULT_INTERVAL_S
-        start = sender.collected_at - WINDOW_GUARD_FRACTION * interval
-        total, captures, after = 0, False, 0
-        for r in rs:  # oldest first
-            if r.collected_at < start:
-                continue
-            captures = captures or r.captures
-            total += r.seen_wire.get(sender.name, 0)
-            if r.collected_at >= sender.collected_at:
-                after += 1
-                if after == 2:
-                    break
-        return total if captures else None
+        return _seen_in(self.rows(target), sender)
+
+
+def _seen_in(rows: tuple, sender: NodeDigest) -> int | None:
+    """The sender's wire probes seen over a judged target's report rows (see `wire_seen`)."""
+    at = sender.collected_at
+    interval = sender.interval_s if sender.interval_s > 0 else DEFAULT_INTERVAL_S
+    start = at - WINDOW_GUARD_FRACTION * interval
+    name = sender.name
+    total, captures, after = 0, False, 0
+    for r_at, seen, caps in rows:  # oldest first
+        if r_at < start:
+            continue
+        captures = captures or caps
+        total += seen.get(name, 0)
+        if r_at >= at:
+            after += 1
+            if after == 2:
+                break
+    return total if captures else None
 
 
 def _pair_status(sender: NodeDigest, target_name: str, windows: CaptureWindows
@@ -378,8 +425,13 @@ def _pair_status(sender: NodeDigest, target_name: str, windows: CaptureWindows
     kinds = sender.lost.get(target_name, _EMPTY)
     wire_seen = wire_sent = None
     if target_name in sender.wire_targets:
-        wire_sent = sender.sent_wire(target_name)
-        wire_seen = windows.wire_seen(sender, target_name)
+        ws = sender.wire_sent
+        wire_sent = ws if type(ws) is int else ws.get(target_name, 0)
+        at = windows.latest_at.get(target_name)
+        if at is not None and at >= sender.collected_at:
+            rows = windows._rows.get(target_name)
+            wire_seen = _seen_in(rows if rows is not None else windows.rows(target_name),
+                                 sender)
         if wire_seen == 0:
             with_wire = _WITH_WIRE.get(kinds)
             if with_wire is None:
@@ -387,14 +439,25 @@ def _pair_status(sender: NodeDigest, target_name: str, windows: CaptureWindows
             kinds = with_wire
     if not kinds:
         return None
-    tcp_ok = "tcp-control" in sender.answered.get(target_name, _EMPTY)
+    answered = sender.answered.get(target_name)
+    tcp_ok = answered is not None and "tcp-control" in answered
     return PairStatus(sender.name, target_name, kinds, 1, kinds, wire_seen, wire_sent, tcp_ok)
+
+
+def known_targets(sender: NodeDigest, targets: frozenset[str] | set[str],
+                  windows: CaptureWindows) -> frozenset[str] | set[str] | list[str]:
+    """The `targets` (a subset of the sender's) whose overlay path status is known this round
+    (see `path_known`): all of them, without a look at each, when each got an echo probe."""
+    echo = sender.echo_known
+    if echo is targets or targets <= echo:
+        return targets
+    return [t for t in targets if path_known(sender, t, windows)]
 
 
 def path_known(sender: NodeDigest, target: str, windows: CaptureWindows) -> bool:
     """Whether this round can tell if the overlay path sender -> target works: the sender's
     echo got an answer or not, or the target has reported on its wire probes."""
-    if "echo" in sender.lost.get(target, _EMPTY) or "echo" in sender.answered.get(target, _EMPTY):
+    if target in sender.echo_known:
         return True
     return target in sender.wire_targets and windows.judged(sender, target)
 
@@ -410,25 +473,54 @@ def _round_failures(senders: Iterable[NodeDigest], windows: CaptureWindows,
     if only is not None and len(only) * 5 < len(windows.latest_at):
         return _round_failures_around(senders, windows, only, pairs or {})
     failures: dict[tuple[str, str], PairStatus] = {}
-    # wire probes the receivers' latest windows did not see (C-level set operations); most
-    # of a healthy cluster's probes are seen there, the rest are looked at one by one
-    seen = set().union(*(rs[-1].seen_pairs for rs in windows.reports_of.values() if rs))
-    covered = seen.issuperset
     latest_at = windows.latest_at
     suspects: set[tuple[str, str]] = set()
     by_name = {d.name: d for d in senders}
-    for d in senders:
-        name = d.name
-        for t in d.lost:
-            suspects.add((name, t))
-        if covered(d.wire_pairs):
-            continue
-        cut = len(name) + 1
-        after = d.collected_at
-        for key in d.wire_pairs - seen:
-            t = key[cut:]
-            at = latest_at.get(t)
-            if at is not None and at >= after:  # else: not reported on yet
+    if only is None:
+        # the latest round: wire probes the receivers' latest windows did not see (C-level
+        # set operations); most of a healthy cluster's probes are seen there, the rest are
+        # looked at one by one
+        seen = set().union(*(rs[-1].seen_pairs for rs in windows.reports_of.values() if rs))
+        covered = seen.issuperset
+        for d in senders:
+            name = d.name
+            for t in d.lost:
+                suspects.add((name, t))
+            if covered(d.wire_pairs):
+                continue
+            cut = len(name) + 1
+            after = d.collected_at
+            for key in d.wire_pairs - seen:
+                t = key[cut:]
+                at = latest_at.get(t)
+                if at is not None and at >= after:  # else: not reported on yet
+                    suspects.add((name, t))
+    else:
+        # an earlier round: its probes were mostly seen in the receivers' earlier reports; a
+        # probe seen by a report inside its window (see `CaptureWindows.wire_seen`) is no
+        # failure, the rest are looked at in full
+        seen_at = windows.seen_at()
+        times_of = windows.times_of()
+        for d in senders:
+            name = d.name
+            for t in d.lost:
+                suspects.add((name, t))
+            cut = len(name) + 1
+            after = d.collected_at
+            start = after - WINDOW_GUARD_FRACTION * (d.interval_s if d.interval_s > 0
+                                                     else DEFAULT_INTERVAL_S)
+            for key in d.wire_pairs:
+                t = key[cut:]
+                at = latest_at.get(t)
+                if at is None or at < after:
+                    continue  # not reported on yet
+                got = seen_at.get(key)
+                if got is not None and start <= got:
+                    if got < after:
+                        continue
+                    times = times_of[t]  # the report at `got` is the 1st or 2nd after
+                    if bisect_left(times, got) - bisect_left(times, after) <= 1:
+                        continue
                 suspects.add((name, t))
     for s_name, t in suspects:
         st = _pair_status(by_name[s_name], t, windows)
@@ -443,7 +535,7 @@ def _round_failures(senders: Iterable[NodeDigest], windows: CaptureWindows,
     probed_in: Counter = Counter()
     probed_out: dict[str, int] = {}
     for d in senders:
-        known = [t for t in d.targets if path_known(d, t, windows)]
+        known = known_targets(d, d.targets, windows)
         probed_in.update(known)
         probed_out[d.name] = len(known)
     return failures, probed_in, probed_out
@@ -460,7 +552,7 @@ def _round_failures_around(senders: list[NodeDigest], windows: CaptureWindows,
         name = s.name
         if name in only:
             relevant = s.targets
-            probed_out[name] = sum(1 for t in s.targets if path_known(s, t, windows))
+            probed_out[name] = len(known_targets(s, s.targets, windows))
         else:
             relevant = s.targets & only
             extra = pairs.get(name)
@@ -537,10 +629,13 @@ def build_matrix(reports: Mapping[str, ReportLike] | Sequence[ReportLike],
         for d in live.values():
             hit = d.targets & touched
             if hit:
-                counted.extend(t for t in hit
-                               if t not in candidates or path_known(d, t, windows))
+                if hit <= d.echo_known:
+                    counted.extend(hit)
+                else:
+                    counted.extend(t for t in hit
+                                   if t not in candidates or path_known(d, t, windows))
             if d.name in candidates:
-                probed_out[d.name] = sum(1 for t in d.targets if path_known(d, t, windows))
+                probed_out[d.name] = len(known_targets(d, d.targets, windows))
     probed_in = Counter(counted)
     pair_targets: dict[str, set[str]] = {}
     for s_name, t in latest:

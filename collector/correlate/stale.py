@@ -35,7 +35,16 @@ def stale_nodes(digests: dict[str, NodeDigest], now: float, received_at: dict[st
 
 def evaluate(view: ClusterView, ages: dict[str, float]) -> RuleResult:
     acc = _Acc()
-    failing_in = view.matrix.failing_in()
+    # one pass over the failing pairs: those to stale nodes and to nodes never reported
+    failing_in: dict[str, list] = {}
+    unknown: dict[str, list] = {}
+    stale, digests = view.stale, view.digests
+    for st in view.matrix.failures.values():
+        t = st.target
+        if t in stale:
+            failing_in.setdefault(t, []).append(st)
+        elif t not in digests:
+            unknown.setdefault(t, []).append(st)
     for name in sorted(view.stale):
         d = view.digests[name]
         interval = d.interval_s if d.interval_s > 0 else view.config.default_interval_s
@@ -64,10 +73,6 @@ def evaluate(view: ClusterView, ages: dict[str, float]) -> RuleResult:
         acc.explains.update((st.sender, name) for st in failing_in.get(name, []))
     # peers probe a node the collector has no report from at all (it never reported, or was
     # forgotten): nothing to compare with, so its failures blame no one else
-    unknown: dict[str, list] = {}
-    for st in view.matrix.failures.values():
-        if st.target not in view.digests:
-            unknown.setdefault(st.target, []).append(st)
     for name in sorted(unknown):
         fails = unknown[name]
         acc.diagnoses.append(diagnosis(
@@ -76,7 +81,8 @@ def evaluate(view: ClusterView, ages: dict[str, float]) -> RuleResult:
             [f"probes to {name} fail from {name_list({st.sender for st in fails})}"]
             + pair_lines(fails), REMEDIATION.format(node=name)))
         acc.blames.add(name)
-    for key in view.matrix.failures:
-        if key[0] in view.stale or key[1] in view.stale or key[1] in unknown:
-            acc.explains.add(key)
+    if stale or unknown:
+        for key in view.matrix.failures:
+            if key[0] in stale or key[1] in stale or key[1] in unknown:
+                acc.explains.add(key)
     return acc.result()
