@@ -454,6 +454,52 @@ def known_targets(sender: NodeDigest, targets: frozenset[str] | set[str],
     return [t for t in targets if path_known(sender, t, windows)]
 
 
+def _sender_statuses(sender: NodeDigest, targets: Iterable[str], windows: CaptureWindows,
+                     failures: dict[tuple[str, str], PairStatus]) -> None:
+    """`_pair_status` of one sender to each of `targets`, the failing ones added to
+    `failures` (the same result; the sender's fields and window are read once, not per pair:
+    a partition fails tens of thousands of pairs per round)."""
+    name = sender.name
+    lost, answered, wire_targets = sender.lost, sender.answered, sender.wire_targets
+    ws = sender.wire_sent
+    at = sender.collected_at
+    start = at - WINDOW_GUARD_FRACTION * (sender.interval_s if sender.interval_s > 0
+                                          else DEFAULT_INTERVAL_S)
+    latest_at, rows_of = windows.latest_at, windows._rows
+    for t in targets:
+        kinds = lost.get(t, _EMPTY)
+        wire_seen = wire_sent = None
+        if t in wire_targets:
+            wire_sent = ws if type(ws) is int else ws.get(t, 0)
+            t_at = latest_at.get(t)
+            if t_at is not None and t_at >= at:  # judged: see `CaptureWindows.wire_seen`
+                rows = rows_of.get(t)
+                if rows is None:
+                    rows = windows.rows(t)
+                total, captures, after = 0, False, 0
+                for r_at, seen, caps in rows:  # oldest first
+                    if r_at < start:
+                        continue
+                    captures = captures or caps
+                    total += seen.get(name, 0)
+                    if r_at >= at:
+                        after += 1
+                        if after == 2:
+                            break
+                if captures:
+                    wire_seen = total
+                    if not total:
+                        with_wire = _WITH_WIRE.get(kinds)
+                        if with_wire is None:
+                            with_wire = _WITH_WIRE[kinds] = frozenset(kinds | {"wire"})
+                        kinds = with_wire
+        if not kinds:
+            continue
+        got = answered.get(t)
+        failures[(name, t)] = PairStatus(name, t, kinds, 1, kinds, wire_seen, wire_sent,
+                                         got is not None and "tcp-control" in got)
+
+
 def path_known(sender: NodeDigest, target: str, windows: CaptureWindows) -> bool:
     """Whether this round can tell if the overlay path sender -> target works: the sender's
     echo got an answer or not, or the target has reported on its wire probes."""
@@ -474,8 +520,6 @@ def _round_failures(senders: Iterable[NodeDigest], windows: CaptureWindows,
         return _round_failures_around(senders, windows, only, pairs or {})
     failures: dict[tuple[str, str], PairStatus] = {}
     latest_at = windows.latest_at
-    suspects: set[tuple[str, str]] = set()
-    by_name = {d.name: d for d in senders}
     if only is None:
         # the latest round: wire probes the receivers' latest windows did not see (C-level
         # set operations); most of a healthy cluster's probes are seen there, the rest are
@@ -483,18 +527,21 @@ def _round_failures(senders: Iterable[NodeDigest], windows: CaptureWindows,
         seen = set().union(*(rs[-1].seen_pairs for rs in windows.reports_of.values() if rs))
         covered = seen.issuperset
         for d in senders:
-            name = d.name
-            for t in d.lost:
-                suspects.add((name, t))
             if covered(d.wire_pairs):
+                if d.lost:
+                    _sender_statuses(d, d.lost, windows, failures)
                 continue
+            name = d.name
             cut = len(name) + 1
             after = d.collected_at
+            mine = set(d.lost)
             for key in d.wire_pairs - seen:
                 t = key[cut:]
                 at = latest_at.get(t)
                 if at is not None and at >= after:  # else: not reported on yet
-                    suspects.add((name, t))
+                    mine.add(t)
+            if mine:
+                _sender_statuses(d, mine, windows, failures)
     else:
         # an earlier round: its probes were mostly seen in the receivers' earlier reports; a
         # probe seen by a report inside its window (see `CaptureWindows.wire_seen`) is no
@@ -503,8 +550,7 @@ def _round_failures(senders: Iterable[NodeDigest], windows: CaptureWindows,
         times_of = windows.times_of()
         for d in senders:
             name = d.name
-            for t in d.lost:
-                suspects.add((name, t))
+            mine = set(d.lost)
             cut = len(name) + 1
             after = d.collected_at
             start = after - WINDOW_GUARD_FRACTION * (d.interval_s if d.interval_s > 0
@@ -521,11 +567,9 @@ def _round_failures(senders: Iterable[NodeDigest], windows: CaptureWindows,
                     times = times_of[t]  # the report at `got` is the 1st or 2nd after
                     if bisect_left(times, got) - bisect_left(times, after) <= 1:
                         continue
-                suspects.add((name, t))
-    for s_name, t in suspects:
-        st = _pair_status(by_name[s_name], t, windows)
-        if st is not None:
-            failures[(s_name, t)] = st
+                mine.add(t)
+            if mine:
+                _sender_statuses(d, mine, windows, failures)
     if only is None:
         return failures, None, None
     # an earlier round around many candidates (a partition): computed whole, then cut down

@@ -25,7 +25,9 @@ FIX = ("Allow overlay traffic between the groups: UDP {port} (VXLAN) in both dir
        "Nodes of one node group usually share a security group: compare them.")
 
 
-def components(nodes: list[str], edges) -> dict[str, str]:
+def components(nodes: list[str], stars) -> dict[str, str]:
+    """Connected components (node -> its group's root) of the edges given as stars (node,
+    its neighbours): union-find, each star joined under its centre's root."""
     parent = {n: n for n in nodes}
 
     def find(x: str) -> str:
@@ -34,10 +36,14 @@ def components(nodes: list[str], edges) -> dict[str, str]:
             x = parent[x]
         return x
 
-    for a, b in edges:
-        ra, rb = find(a), find(b)
-        if ra != rb:
-            parent[ra] = rb
+    for a, others in stars:
+        ra = find(a)
+        for b in others:
+            rb = parent[b]
+            if rb != b:
+                rb = find(b)
+            if rb != ra:
+                parent[rb] = ra
     return {n: find(n) for n in nodes}
 
 
@@ -55,17 +61,24 @@ def evaluate(view: ClusterView) -> RuleResult:
 
     windows = m.windows
 
-    def ok_edges():
+    fail_out: dict[str, set[str]] = {}
+    for s, t in path_fail:
+        fail_out.setdefault(s, set()).add(t)
+
+    def ok_stars():
         # a pair whose outcome is not known yet (wire probes the receiver has not reported
         # on) is no evidence that the groups reach each other
         for s in live:
             d = view.live[s]
-            for t in d.targets:
-                if t in live_set and (s, t) not in path_fail and (
-                        windows is None or path_known(d, t, windows)):
-                    yield s, t
+            ok = d.targets & live_set
+            failing = fail_out.get(s)
+            if failing:
+                ok -= failing
+            if windows is not None and not ok <= d.echo_known:
+                ok = [t for t in ok if path_known(d, t, windows)]
+            yield s, ok
 
-    comp = components(live, ok_edges())
+    comp = components(live, ok_stars())
     groups: dict[str, list[str]] = {}
     for n, root in comp.items():
         groups.setdefault(root, []).append(n)
@@ -76,16 +89,20 @@ def evaluate(view: ClusterView) -> RuleResult:
         return acc.result()
     side_of = {n: i for i, g in enumerate(sides) for n in g}
 
-    def crossing(k: int) -> list:
+    def crossing(k: int, enough: int = 0) -> list:
+        """Round k's failing pairs across the sides (`enough`: stop after that many)."""
         out = []
         for st in view.round_failures(k):
             a, b = side_of.get(st.sender), side_of.get(st.target)
             if a is not None and b is not None and a != b and st.kinds & PATH_KINDS:
                 out.append(st)
+                if len(out) == enough:
+                    break
         return out
 
     need = view.rounds_to_confirm()
-    if not need or any(len(crossing(k)) < cfg.min_senders for k in range(1, need)):
+    if not need or any(len(crossing(k, cfg.min_senders)) < cfg.min_senders
+                       for k in range(1, need)):
         return acc.result()
     across = crossing(0)
     if len(across) < cfg.min_senders:
