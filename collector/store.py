@@ -39,6 +39,8 @@ FORGET_AFTER_S = 7 * 24 * 3600.0
 #: Diagnosis transitions kept (appeared/cleared events).
 TRANSITIONS_MAX = 10_000
 ZLIB_LEVEL = 1
+#: Reports per multi-row INSERT (6 parameters each; SQLite allows 32,766 per statement).
+ROWS_PER_STATEMENT = 500
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS recent (
@@ -74,6 +76,11 @@ CREATE TABLE IF NOT EXISTS open_diagnoses (
     since REAL NOT NULL
 );
 """
+
+
+def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
 
 
 def compress_report(body: bytes) -> bytes:
@@ -202,19 +209,28 @@ class Store:
         (the oldest beyond `recent_per_node` dropped), plus one history row each."""
         db = self.db
         rows = list(reports)
+        # A few multi-row statements per batch rather than three per report: sqlite3 drops and
+        # retakes the GIL around every statement step, and each retake can wait out the event
+        # loop's switch interval (5 ms), so per-row statements made this thread crawl.
         db.execute("BEGIN")
         try:
-            db.executemany("INSERT INTO recent (node, received_at, report) VALUES (?, ?, ?)",
-                           [(r.node, r.received_at, r.blob) for r in rows])
-            db.executemany(
-                "DELETE FROM recent WHERE node = ? AND id NOT IN "
-                "(SELECT id FROM recent WHERE node = ? ORDER BY id DESC LIMIT ?)",
-                [(n, n, self.recent_per_node) for n in {r.node for r in rows}])
-            db.executemany(
-                "INSERT INTO history (node, received_at, collected_at, worst, finding_ids, "
-                "fact_digests) VALUES (?, ?, ?, ?, ?, ?)",
-                [(r.node, r.received_at, r.collected_at, r.worst, json.dumps(r.finding_ids),
-                  json.dumps(r.fact_digests, sort_keys=True)) for r in rows])
+            for chunk in _chunks(rows, ROWS_PER_STATEMENT):
+                db.execute("INSERT INTO recent (node, received_at, report) VALUES "
+                           + ", ".join(["(?, ?, ?)"] * len(chunk)),
+                           [v for r in chunk for v in (r.node, r.received_at, r.blob)])
+                db.execute("INSERT INTO history (node, received_at, collected_at, worst, "
+                           "finding_ids, fact_digests) VALUES "
+                           + ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(chunk)),
+                           [v for r in chunk for v in (
+                               r.node, r.received_at, r.collected_at, r.worst,
+                               json.dumps(r.finding_ids),
+                               json.dumps(r.fact_digests, sort_keys=True))])
+            for names in _chunks(sorted({r.node for r in rows}), ROWS_PER_STATEMENT):
+                db.execute(
+                    "DELETE FROM recent WHERE id IN (SELECT id FROM (SELECT id, ROW_NUMBER() "
+                    "OVER (PARTITION BY node ORDER BY id DESC) AS rn FROM recent WHERE node IN "
+                    f"({', '.join(['?'] * len(names))})) WHERE rn > ?)",
+                    [*names, self.recent_per_node])
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
