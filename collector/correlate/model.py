@@ -392,73 +392,16 @@ class CaptureWindows:
         at = self.latest_at.get(target)
         return at is not None and at >= sender.collected_at
 
-    def wire_seen(self, sender: NodeDigest, target: str) -> int | None:
-        """How many of the sender's wire probes of that round the target's capture saw, over
-        the target's windows that can hold them; None when it cannot be told (yet)."""
-        at = self.latest_at.get(target)
-        if at is None or at < sender.collected_at:
-            return None
-        return _seen_in(self.rows(target), sender)
-
-
-def _seen_in(rows: tuple, sender: NodeDigest) -> int | None:
-    """The sender's wire probes seen over a judged target's report rows (see `wire_seen`)."""
-    at = sender.collected_at
-    interval = sender.interval_s if sender.interval_s > 0 else DEFAULT_INTERVAL_S
-    start = at - WINDOW_GUARD_FRACTION * interval
-    name = sender.name
-    total, captures, after = 0, False, 0
-    for r_at, seen, caps in rows:  # oldest first
-        if r_at < start:
-            continue
-        captures = captures or caps
-        total += seen.get(name, 0)
-        if r_at >= at:
-            after += 1
-            if after == 2:
-                break
-    return total if captures else None
-
-
-def _pair_status(sender: NodeDigest, target_name: str, windows: CaptureWindows
-                 ) -> PairStatus | None:
-    kinds = sender.lost.get(target_name, _EMPTY)
-    wire_seen = wire_sent = None
-    if target_name in sender.wire_targets:
-        ws = sender.wire_sent
-        wire_sent = ws if type(ws) is int else ws.get(target_name, 0)
-        at = windows.latest_at.get(target_name)
-        if at is not None and at >= sender.collected_at:
-            rows = windows._rows.get(target_name)
-            wire_seen = _seen_in(rows if rows is not None else windows.rows(target_name),
-                                 sender)
-        if wire_seen == 0:
-            with_wire = _WITH_WIRE.get(kinds)
-            if with_wire is None:
-                with_wire = _WITH_WIRE[kinds] = frozenset(kinds | {"wire"})
-            kinds = with_wire
-    if not kinds:
-        return None
-    answered = sender.answered.get(target_name)
-    tcp_ok = answered is not None and "tcp-control" in answered
-    return PairStatus(sender.name, target_name, kinds, 1, kinds, wire_seen, wire_sent, tcp_ok)
-
-
-def known_targets(sender: NodeDigest, targets: frozenset[str] | set[str],
-                  windows: CaptureWindows) -> frozenset[str] | set[str] | list[str]:
-    """The `targets` (a subset of the sender's) whose overlay path status is known this round
-    (see `path_known`): all of them, without a look at each, when each got an echo probe."""
-    echo = sender.echo_known
-    if echo is targets or targets <= echo:
-        return targets
-    return [t for t in targets if path_known(sender, t, windows)]
-
 
 def _sender_statuses(sender: NodeDigest, targets: Iterable[str], windows: CaptureWindows,
                      failures: dict[tuple[str, str], PairStatus]) -> None:
-    """`_pair_status` of one sender to each of `targets`, the failing ones added to
-    `failures` (the same result; the sender's fields and window are read once, not per pair:
-    a partition fails tens of thousands of pairs per round)."""
+    """The PairStatus of one sender to each of `targets` that fails, added to `failures`.
+
+    Wire probes: how many of them the target's capture saw, over the target's windows that
+    can hold them (from `WINDOW_GUARD_FRACTION` of the sender's interval before its report
+    up to the target's second report after it); none seen (and the target captures) adds
+    "wire"; unknown (None) when the target has not reported since. The sender's fields are
+    read once, not per pair: a partition fails tens of thousands of pairs per round."""
     name = sender.name
     lost, answered, wire_targets = sender.lost, sender.answered, sender.wire_targets
     ws = sender.wire_sent
@@ -472,7 +415,7 @@ def _sender_statuses(sender: NodeDigest, targets: Iterable[str], windows: Captur
         if t in wire_targets:
             wire_sent = ws if type(ws) is int else ws.get(t, 0)
             t_at = latest_at.get(t)
-            if t_at is not None and t_at >= at:  # judged: see `CaptureWindows.wire_seen`
+            if t_at is not None and t_at >= at:  # judged: the target reported since
                 rows = rows_of.get(t)
                 if rows is None:
                     rows = windows.rows(t)
@@ -498,6 +441,16 @@ def _sender_statuses(sender: NodeDigest, targets: Iterable[str], windows: Captur
         got = answered.get(t)
         failures[(name, t)] = PairStatus(name, t, kinds, 1, kinds, wire_seen, wire_sent,
                                          got is not None and "tcp-control" in got)
+
+
+def known_targets(sender: NodeDigest, targets: frozenset[str] | set[str],
+                  windows: CaptureWindows) -> frozenset[str] | set[str] | list[str]:
+    """The `targets` (a subset of the sender's) whose overlay path status is known this round
+    (see `path_known`): all of them, without a look at each, when each got an echo probe."""
+    echo = sender.echo_known
+    if echo is targets or targets <= echo:
+        return targets
+    return [t for t in targets if path_known(sender, t, windows)]
 
 
 def path_known(sender: NodeDigest, target: str, windows: CaptureWindows) -> bool:
@@ -544,7 +497,7 @@ def _round_failures(senders: Iterable[NodeDigest], windows: CaptureWindows,
                 _sender_statuses(d, mine, windows, failures)
     else:
         # an earlier round: its probes were mostly seen in the receivers' earlier reports; a
-        # probe seen by a report inside its window (see `CaptureWindows.wire_seen`) is no
+        # probe seen by a report inside its window (see `_sender_statuses`) is no
         # failure, the rest are looked at in full
         seen_at = windows.seen_at()
         times_of = windows.times_of()
@@ -594,23 +547,21 @@ def _round_failures_around(senders: list[NodeDigest], windows: CaptureWindows,
     counted: list[str] = []
     for s in senders:
         name = s.name
+        targets = s.targets
         if name in only:
-            relevant = s.targets
-            probed_out[name] = len(known_targets(s, s.targets, windows))
+            relevant = targets
+            probed_out[name] = len(known_targets(s, targets, windows))
+            hit = targets & only
         else:
-            relevant = s.targets & only
+            hit = relevant = targets & only
             extra = pairs.get(name)
             if extra:
-                relevant = relevant | (s.targets & extra)
-        if not relevant:
-            continue
-        for t in relevant:
-            if t in only and path_known(s, t, windows):
-                counted.append(t)
-            if t in s.lost or t in s.wire_targets:
-                st = _pair_status(s, t, windows)
-                if st is not None:
-                    failures[(name, t)] = st
+                relevant = relevant | (targets & extra)
+            if not relevant:
+                continue
+        if hit:
+            counted.extend(hit if hit <= s.echo_known else known_targets(s, hit, windows))
+        _sender_statuses(s, relevant, windows, failures)
     return failures, Counter(counted), probed_out
 
 
@@ -622,11 +573,7 @@ def _pair_rounds(senders: Mapping[str, NodeDigest], windows: CaptureWindows,
         sp = senders.get(s_name)
         if sp is None:
             continue
-        for t in ts:
-            if t in sp.targets:
-                st = _pair_status(sp, t, windows)
-                if st is not None:
-                    failures[(s_name, t)] = st
+        _sender_statuses(sp, ts & sp.targets, windows, failures)
     return failures
 
 
