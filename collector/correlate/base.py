@@ -133,6 +133,29 @@ class ClusterView:
         return rounds[k].probed_out.get(sender, 0) if k < len(rounds) else 0
 
 
+def per_round(view: "ClusterView", select) -> list:
+    """`select(view, k)` for each round a verdict must hold in (latest first); [] when the
+    history is too short to confirm anything."""
+    return [select(view, k) for k in range(view.rounds_to_confirm())]
+
+
+def group_pairs(pairs: Iterable[PairStatus]) -> tuple[dict[str, list[PairStatus]],
+                                                      dict[str, list[PairStatus]]]:
+    """Failing pairs by target and by sender (each list in the pairs' order)."""
+    by_target: dict[str, list[PairStatus]] = {}
+    by_sender: dict[str, list[PairStatus]] = {}
+    for st in pairs:
+        by_target.setdefault(st.target, []).append(st)
+        by_sender.setdefault(st.sender, []).append(st)
+    return by_target, by_sender
+
+
+def most_fail(config: "CorrelationConfig", failing: int, probed: int) -> bool:
+    """Enough to blame a node: >= `min_senders` failing, and more than `blame_fraction` of
+    those probed."""
+    return failing >= config.min_senders and failing > config.blame_fraction * probed
+
+
 @dataclass(frozen=True)
 class RuleResult:
     diagnoses: tuple[Diagnosis, ...] = ()

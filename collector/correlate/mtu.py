@@ -9,8 +9,8 @@ underlay or VXLAN MTU is smaller); otherwise one diagnosis for all affected path
 from __future__ import annotations
 
 from agent.report import Severity
-from collector.correlate.base import (ClusterView, RuleResult, _Acc, diagnosis, name_list,
-                                      plural)
+from collector.correlate.base import (ClusterView, RuleResult, _Acc, diagnosis, group_pairs,
+                                      most_fail, name_list, per_round, plural)
 from collector.correlate.model import PATH_KINDS, PairStatus
 
 FIX = ("Make the overlay MTU fit the underlay path: VXLAN adds 50 bytes, so the VXLAN device "
@@ -29,27 +29,21 @@ def _mtu_of(view: ClusterView, node: str) -> str:
 
 
 def _mtu_only(view: ClusterView, k: int) -> dict[str, list[PairStatus]]:
-    by_target: dict[str, list[PairStatus]] = {}
-    for st in view.round_failures(k):
-        if "mtu" in st.kinds and not (st.kinds & PATH_KINDS):
-            by_target.setdefault(st.target, []).append(st)
-    return by_target
+    """Round k's pairs where only the MTU-sized probe fails, by target."""
+    return group_pairs(st for st in view.round_failures(k)
+                       if "mtu" in st.kinds and not (st.kinds & PATH_KINDS))[0]
 
 
 def evaluate(view: ClusterView) -> RuleResult:
     acc = _Acc()
     cfg = view.config
-    need = view.rounds_to_confirm()
-    if not need:
-        return acc.result()
-    rounds = [_mtu_only(view, k) for k in range(need)]
-    if not rounds[0]:
+    rounds = per_round(view, _mtu_only)
+    need = len(rounds)
+    if not need or not rounds[0]:
         return acc.result()
 
     def towards(x: str, k: int) -> bool:
-        fails = rounds[k].get(x, [])
-        return (len(fails) >= cfg.min_senders
-                and len(fails) > cfg.blame_fraction * view.trusted_probers(x, k))
+        return most_fail(cfg, len(rounds[k].get(x, ())), view.trusted_probers(x, k))
 
     blamed = [x for x in sorted(rounds[0]) if all(towards(x, k) for k in range(need))]
     from_blamed: dict[str, list[PairStatus]] = {}

@@ -19,8 +19,9 @@ from __future__ import annotations
 from dataclasses import replace
 
 from agent.report import Finding, Severity
-from collector.correlate.base import (ClusterView, RuleResult, _Acc, diagnosis, name_list,
-                                      pair_lines, plural, vxlan_dev, vxlan_port)
+from collector.correlate.base import (ClusterView, RuleResult, _Acc, diagnosis, group_pairs,
+                                      most_fail, name_list, pair_lines, per_round, plural,
+                                      vxlan_dev, vxlan_port)
 from collector.correlate.model import PATH_KINDS, NodeDigest, PairStatus
 
 FABRIC_FIX = ("Open UDP {port} (VXLAN) inbound to {node} from the other nodes: compare "
@@ -79,23 +80,25 @@ def _never_arrived(st: PairStatus) -> bool:
 
 def _maps(view: ClusterView, k: int) -> tuple[dict[str, list[PairStatus]],
                                               dict[str, list[PairStatus]]]:
-    fin: dict[str, list[PairStatus]] = {}
-    fout: dict[str, list[PairStatus]] = {}
-    for st in view.round_failures(k):
-        if st.kinds & PATH_KINDS and st.target not in view.blamed \
-                and st.sender not in view.blamed:
-            fin.setdefault(st.target, []).append(st)
-            fout.setdefault(st.sender, []).append(st)
-    return fin, fout
+    blamed = view.blamed
+    return group_pairs(st for st in view.round_failures(k) if st.kinds & PATH_KINDS
+                       and st.target not in blamed and st.sender not in blamed)
+
+
+def _fold(evidence: list[str], pairs: list[PairStatus], note: str) -> None:
+    """The other direction's failing pairs a verdict explains, under a note."""
+    if pairs:
+        evidence.append(note)
+        evidence += pair_lines(pairs)
 
 
 def evaluate(view: ClusterView) -> RuleResult:
     acc = _Acc()
     cfg = view.config
-    need = view.rounds_to_confirm()
+    maps = per_round(view, _maps)
+    need = len(maps)
     if not need:
         return acc.result()
-    maps = [_maps(view, k) for k in range(need)]
 
     def holds(x: str, inbound: bool, strong: bool, rounds: int = need) -> bool:
         """Most of X's probers fail to reach it (inbound) or most of X's targets are not
@@ -113,7 +116,7 @@ def evaluate(view: ClusterView) -> RuleResult:
             else:
                 fails = {st.target for st in fout.get(x, ()) if not strong or _never_arrived(st)}
                 base = view.probed_out(x, k)
-            if not (len(fails) >= cfg.min_senders and len(fails) > cfg.blame_fraction * base):
+            if not most_fail(cfg, len(fails), base):
                 return False
         return True
 
@@ -177,11 +180,10 @@ def evaluate(view: ClusterView) -> RuleResult:
                                 f"{plural(len(tcp_ok), 'peer')}: {x} is up")
             evidence += pair_lines(ins)
             replies = [st for st in outs if st.wire_seen != 0]  # arrived, or not judged
-            if replies:
-                evidence.append(f"{x}'s own probes to {plural(len(replies), 'peer')} get no "
-                                f"answer though nothing shows them lost on the way out: the "
-                                f"answers back into {x} are lost on the same path:")
-                evidence += pair_lines(replies)
+            _fold(evidence, replies,
+                  f"{x}'s own probes to {plural(len(replies), 'peer')} get no answer though "
+                  f"nothing shows them lost on the way out: the answers back into {x} are "
+                  f"lost on the same path:")
             fix = {"fabric": FABRIC_FIX, "host": HOST_FIX}.get(where, FABRIC_FIX + " " + HOST_FIX)
             acc.diagnoses.append(diagnosis("overlay.node-inbound-blocked", Severity.ERROR, (x,),
                                            title, evidence,
@@ -201,11 +203,9 @@ def evaluate(view: ClusterView) -> RuleResult:
                                 f"come back to {x} (return path, {x}'s rp_filter/firewall)")
             evidence += pair_lines(outs)
             answers = [st for st in ins if st.wire_seen != 0]  # arrived, or not judged
-            if answers:
-                evidence.append(f"peers' probes to {x} get no answer though nothing shows "
-                                f"them lost on the way in: {x}'s answers die on the same way "
-                                f"out:")
-                evidence += pair_lines(answers)
+            _fold(evidence, answers,
+                  f"peers' probes to {x} get no answer though nothing shows them lost on the "
+                  f"way in: {x}'s answers die on the same way out:")
             acc.diagnoses.append(diagnosis("overlay.node-outbound-blocked", Severity.ERROR,
                                            (x,), title, evidence,
                                            OUTBOUND_FIX.format(node=x, port=port, dev=dev)))

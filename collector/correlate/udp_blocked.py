@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from agent.report import Severity
 from agent.ports import AGENT_PORT
-from collector.correlate.base import (ClusterView, RuleResult, _Acc, diagnosis, name_list,
-                                      pair_lines, vxlan_port)
+from collector.correlate.base import (ClusterView, RuleResult, _Acc, diagnosis, group_pairs,
+                                      most_fail, name_list, pair_lines, per_round, vxlan_port)
 from collector.correlate.model import PATH_KINDS, PairStatus
 
 CONTROL_OR_MTU = frozenset({"udp-control", "tcp-control", "mtu"})
@@ -42,41 +42,25 @@ def _udp_only(view: ClusterView, k: int) -> list[PairStatus]:
     return out
 
 
-def _group(pairs: list[PairStatus]) -> tuple[dict[str, list[PairStatus]],
-                                             dict[str, list[PairStatus]]]:
-    by_target: dict[str, list[PairStatus]] = {}
-    by_sender: dict[str, list[PairStatus]] = {}
-    for st in pairs:
-        by_target.setdefault(st.target, []).append(st)
-        by_sender.setdefault(st.sender, []).append(st)
-    return by_target, by_sender
-
-
 def evaluate(view: ClusterView) -> RuleResult:
     acc = _Acc()
     cfg = view.config
-    need = view.rounds_to_confirm()
-    if not need:
+    rounds = per_round(view, _udp_only)
+    need = len(rounds)
+    if not need or not rounds[0]:
         return acc.result()
-    per_round = [_udp_only(view, k) for k in range(need)]
-    pairs = per_round[0]
-    if not pairs:
-        return acc.result()
-    grouped = [_group(p) for p in per_round]
+    pairs = rounds[0]
+    grouped = [group_pairs(p) for p in rounds]
 
     def cluster_wide(k: int) -> bool:
         probed = sum(view.matrix.rounds[k].probed_out.values())
-        return len(per_round[k]) >= 2 and len(per_round[k]) > cfg.cluster_wide_fraction * probed
+        return len(rounds[k]) >= 2 and len(rounds[k]) > cfg.cluster_wide_fraction * probed
 
     def to_node(x: str, k: int) -> bool:
-        fails = grouped[k][0].get(x, [])
-        return (len(fails) >= cfg.min_senders
-                and len(fails) > cfg.blame_fraction * view.trusted_probers(x, k))
+        return most_fail(cfg, len(grouped[k][0].get(x, ())), view.trusted_probers(x, k))
 
     def from_node(x: str, k: int) -> bool:
-        fails = grouped[k][1].get(x, [])
-        return (len(fails) >= cfg.min_senders
-                and len(fails) > cfg.blame_fraction * view.probed_out(x, k))
+        return most_fail(cfg, len(grouped[k][1].get(x, ())), view.probed_out(x, k))
 
     by_target, by_sender = grouped[0]
     used: set[tuple[str, str]] = set()
