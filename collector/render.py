@@ -100,10 +100,14 @@ def _blamed_by(state: ReportState) -> dict[str, list[str]]:
     return out
 
 
+_LABEL = {s: s.label for s in Severity}
+_COUNT_ORDER = (Severity.ERROR, Severity.WARNING, Severity.INFO, Severity.OK)
+
+
 def _counts(findings: Sequence[Finding]) -> dict[str, int]:
-    out = {s.label: 0 for s in (Severity.ERROR, Severity.WARNING, Severity.INFO, Severity.OK)}
+    out = {_LABEL[s]: 0 for s in _COUNT_ORDER}
     for f in findings:
-        out[f.severity.label] += 1
+        out[_LABEL[f.severity]] += 1
     return out
 
 
@@ -281,10 +285,13 @@ def render_report_json(state: ReportState) -> dict[str, Any]:
         item = d.to_dict()
         item["timeline"] = list(state.timelines.get(i, ()))
         diagnoses.append(item)
-    failing = [{"from": st.sender, "to": st.target, "kinds": sorted(st.kinds),
+    kinds_of: dict[frozenset[str], list[str]] = {}  # a handful of distinct kind sets
+    failing = [{"from": st.sender, "to": st.target,
+                "kinds": kinds_of.get(st.kinds) or kinds_of.setdefault(st.kinds,
+                                                                       sorted(st.kinds)),
                 "confirmed": st.rounds >= rounds, "rounds": st.rounds,
                 "wire_seen": st.wire_seen, "wire_sent": st.wire_sent}
-               for _, st in sorted(m.failures.items())]
+               for st in map(m.failures.__getitem__, sorted(m.failures))]
     matrix: dict[str, Any] = {"nodes": list(m.nodes), "pairs_probed": m.pairs_probed,
                               "pairs_failing": len(failing), "failing": failing}
     if len(m.nodes) <= MATRIX_JSON_ROWS_MAX_NODES:
