@@ -16,7 +16,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from agent.ports import VXLAN_PORT_LINUX
 from agent.report import Diagnosis, Severity
-from collector.correlate.model import NodeDigest, PairStatus, ReachabilityMatrix, ReportLike
+from collector.correlate.model import (NodeDigest, PairStatus, ReachabilityMatrix, ReportLike,
+                                       previous_rounds)
 
 _DIGITS = re.compile(r"(\d+)")
 #: Evidence lists are cut after this many lines (the rest is counted).
@@ -127,6 +128,14 @@ class ClusterView:
         """How many rounds a verdict must hold in; 0 when history is too short."""
         n = self.config.min_failed_rounds
         return n if len(self.matrix.rounds) >= n else 0
+
+    def previous(self, name: str, limit: int) -> Sequence[NodeDigest]:
+        """A live node's earlier rounds, newest first, at most `limit` (`previous_rounds`,
+        read from the matrix when it kept them)."""
+        m = self.matrix
+        if m.previous is not None and limit <= m.previous_limit:
+            return m.previous.get(name, [])[:limit]
+        return previous_rounds(self.live[name], self.history.get(name), limit)
 
     def probed_out(self, sender: str, k: int = 0) -> int:
         rounds = self.matrix.rounds

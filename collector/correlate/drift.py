@@ -24,7 +24,6 @@ from typing import Any
 from agent.report import Severity
 from collector.correlate.base import (ClusterView, RuleResult, _Acc, clear_majority, diagnosis,
                                       name_list)
-from collector.correlate.model import previous_rounds
 
 FIX = ("Bring {nodes} in line with the rest of the cluster on `{key}` (majority: "
        "{value}): find what set it there (a sysctl.d file, a hand edit, a different image or "
@@ -93,8 +92,7 @@ def evaluate(view: ClusterView) -> RuleResult:
     # the round before: each node's previous facts, to see whether the odd ones were odd then
     # too (against that round's majority: a rollout in progress is not drift yet)
     need = cfg.min_failed_rounds
-    previous = {n: previous_rounds(d, view.history.get(n), need - 1)
-                for n, d in view.live.items()} if need > 1 else {}
+    previous = {n: view.previous(n, need - 1) for n in view.live} if need > 1 else {}
     for fact, keys in drifting.items():
         wrong = sorted({n for _, _, odd, _, _ in keys for n in odd})
         persisted = set(wrong)

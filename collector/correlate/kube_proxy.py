@@ -15,7 +15,6 @@ from collections import Counter
 from agent.report import Severity
 from collector.correlate.base import (ClusterView, RuleResult, _Acc, clear_majority, diagnosis,
                                       name_list)
-from collector.correlate.model import previous_rounds
 
 FACT_SUFFIX = "service_vips_digest"
 FIX = ("Restart kube-proxy on {nodes} (`kubectl -n kube-system delete pod -l "
@@ -41,9 +40,8 @@ def evaluate(view: ClusterView) -> RuleResult:
     # earlier rounds, each against the majority of its own time (a Service added between two
     # rounds changes every node's digest: a node one sync behind is not stale)
     need = view.config.min_failed_rounds
-    earlier: dict[str, list] = {n: [p.service_vips for p in
-                                    previous_rounds(d, view.history.get(n), need - 1)]
-                                for n, d in view.live.items()}
+    earlier: dict[str, list] = {n: [p.service_vips for p in view.previous(n, need - 1)]
+                                for n in view.live}
     majorities = []
     for k in range(need - 1):
         vals = Counter(v[k] for v in earlier.values() if len(v) > k and v[k] not in (None, ""))

@@ -310,6 +310,10 @@ class ReachabilityMatrix:
 
     #: the receivers' report windows the wire probes were judged by
     windows: "CaptureWindows | None" = None
+    #: live node -> its earlier rounds, newest first (`previous_rounds` with
+    #: `previous_limit`), for rules that compare with earlier rounds
+    previous: Mapping[str, Sequence[NodeDigest]] | None = None
+    previous_limit: int = 0
 
     def status(self, sender: str, target: str) -> str | PairStatus | None:
         """None: not probed; "ok"; "unknown" (only wire probes, and the target has not
@@ -663,4 +667,5 @@ def build_matrix(reports: Mapping[str, ReportLike] | Sequence[ReportLike],
     return ReachabilityMatrix(
         nodes=tuple(sorted(digests)), failures=failures, probed_in=probed_in,
         probed_out=probed_out, pairs_probed=sum(len(d.targets) for d in live.values()),
-        digests=digests, rounds=tuple(rounds), windows=windows)
+        digests=digests, rounds=tuple(rounds), windows=windows,
+        previous=prev if history else None, previous_limit=max_rounds_back)
