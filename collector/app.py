@@ -41,7 +41,7 @@ from collector.correlate import DEFAULT_CONFIG, digest_report
 from collector.metrics import CollectorMetrics
 from collector.render import build_report_state, render_report_json, render_report_text
 from collector.store import (AsyncStore, FORGET_AFTER_S, HISTORY_MAX_AGE_S, HISTORY_PER_NODE,
-                             RECENT_PER_NODE, Store, StoredReport, Transition, compress_report,
+                             RECENT_PER_NODE, Store, StoredReport, Transition,
                              decompress_report, digest_facts)
 
 log = logging.getLogger("netdiag.collector")
@@ -463,7 +463,7 @@ async def post_report(request: web.Request) -> web.Response:
     now = config.clock()
     stored = StoredReport(
         node=name, received_at=now, collected_at=report.collected_at,
-        blob=compress_report(body), worst=report.worst.label,
+        body=body, worst=report.worst.label,
         finding_ids=tuple(sorted({f.id for f in report.findings
                                   if f.severity >= Severity.WARNING})),
         fact_digests=digest_facts(report.facts))

@@ -121,12 +121,14 @@ def digest_facts(facts: Mapping[str, Any]) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class StoredReport:
-    """One validated report as it is kept: the compressed JSON and the history row's fields."""
+    """One validated report as it is kept: the JSON as received (the store thread compresses
+    it: zlib drops the GIL, so that work leaves the event loop's core) and the history row's
+    fields."""
 
     node: str
     received_at: float
     collected_at: float
-    blob: bytes
+    body: bytes
     worst: str
     finding_ids: tuple[str, ...]
     fact_digests: Mapping[str, str]
@@ -217,7 +219,8 @@ class Store:
             for chunk in _chunks(rows, ROWS_PER_STATEMENT):
                 db.execute("INSERT INTO recent (node, received_at, report) VALUES "
                            + ", ".join(["(?, ?, ?)"] * len(chunk)),
-                           [v for r in chunk for v in (r.node, r.received_at, r.blob)])
+                           [v for r in chunk
+                            for v in (r.node, r.received_at, compress_report(r.body))])
                 db.execute("INSERT INTO history (node, received_at, collected_at, worst, "
                            "finding_ids, fact_digests) VALUES "
                            + ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(chunk)),
