@@ -317,8 +317,10 @@ def share_values(digest: Any) -> Any:
             if len(value) <= SHARED_SET_MAX:
                 value = _share(value)
             else:
-                if all(type(x) is str for x in value):
-                    value = frozenset(sys.intern(x) for x in value)
+                try:  # sys.intern takes exact strs only: any other member leaves the set as is
+                    value = frozenset(map(sys.intern, value))
+                except TypeError:
+                    pass
                 value = local.setdefault(value, value)
             changes[f.name] = value
         elif isinstance(value, tuple) and len(value) <= SHARED_TUPLE_MAX:
