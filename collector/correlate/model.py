@@ -413,6 +413,7 @@ def _sender_statuses(sender: NodeDigest, targets: Iterable[str], windows: Captur
     start = at - WINDOW_GUARD_FRACTION * (sender.interval_s if sender.interval_s > 0
                                           else DEFAULT_INTERVAL_S)
     latest_at, rows_of = windows.latest_at, windows._rows
+    new_tuple = tuple.__new__
     for t in targets:
         kinds = lost.get(t, _EMPTY)
         wire_seen = wire_sent = None
@@ -443,8 +444,10 @@ def _sender_statuses(sender: NodeDigest, targets: Iterable[str], windows: Captur
         if not kinds:
             continue
         got = answered.get(t)
-        failures[(name, t)] = PairStatus(name, t, kinds, 1, kinds, wire_seen, wire_sent,
-                                         got is not None and "tcp-control" in got)
+        # tuple.__new__ directly: a NamedTuple's own __new__ is one more Python call per pair
+        failures[(name, t)] = new_tuple(PairStatus, (name, t, kinds, 1, kinds, wire_seen,
+                                                     wire_sent,
+                                                     got is not None and "tcp-control" in got))
 
 
 def known_targets(sender: NodeDigest, targets: frozenset[str] | set[str],
