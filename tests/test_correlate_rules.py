@@ -348,3 +348,60 @@ def test_probes_to_a_node_without_any_report_blame_no_one() -> None:
     diags = correlate(sim.latest, sim.now, sim.history)
     assert [(d.id, d.severity, d.nodes) for d in diags] == [
         ("agent.stale", Severity.INFO, ("node5",))]
+
+
+def _udp_in_blocked_at_node2(s: str, t: str) -> set[str]:
+    """The lab's `fabric-drop-udp-in:node2`: nothing UDP gets into node2. Peers' VXLAN and UDP
+    control probes die before node2; node2's own probes arrive (the peers' captures see them)
+    but every answer is UDP back into node2 (VXLAN echo, MTU-sized echo, UDP control)."""
+    if t == "node2":
+        return {"wire", "udp-control"}
+    if s == "node2":
+        return {"echo", "mtu", "udp-control"}
+    return set()
+
+
+def test_udp_blocked_into_a_node_folds_its_own_lost_answers_not_pair_failures() -> None:
+    sim = simulate(nodes(4), lost=_udp_in_blocked_at_node2)
+    diags = correlate(sim.latest, sim.now, sim.history)
+    assert _ids(diags) == [("overlay.udp-blocked", ("node2",))]
+    assert "overlay.pair-failure" not in [d.id for d in diags]
+    ev = diags[0].evidence
+    assert "node2's own overlay (VXLAN echo) and UDP control probes get no answer either" in ev
+    assert "the answers are UDP into node2" in ev
+    for peer in ("node1", "node3", "node4"):
+        assert f"node2 -> {peer}: no answer to echo, mtu, udp-control; {peer} saw 3/3 wire" in ev
+        assert f"{peer} -> node2: no answer to" in ev
+
+
+def test_udp_blocked_into_a_node_keeps_its_own_probes_that_never_arrived_apart() -> None:
+    # node2 -> node3 dies on the way out (node3's capture never sees it): UDP into node2
+    # does not explain that one
+    def lost(s: str, t: str) -> set[str]:
+        if (s, t) == ("node2", "node3"):
+            return {"wire"}
+        return _udp_in_blocked_at_node2(s, t)
+
+    sim = simulate(nodes(4), lost=lost)
+    diags = correlate(sim.latest, sim.now, sim.history)
+    assert _ids(diags, Severity.WARNING) == [("overlay.udp-blocked", ("node2",)),
+                                             ("overlay.pair-failure", ("node2", "node3"))]
+    assert "node2 -> node1: no answer to echo" in diags[0].evidence
+    assert "node2 -> node3" not in diags[0].evidence
+
+
+def test_udp_blocked_out_of_a_node_folds_the_peers_lost_answers() -> None:
+    # the mirror image: nothing UDP leaves node2, so peers' probes reach it but its answers die
+    def lost(s: str, t: str) -> set[str]:
+        if s == "node2":
+            return {"wire", "udp-control"}
+        if t == "node2":
+            return {"echo", "mtu", "udp-control"}
+        return set()
+
+    sim = simulate(nodes(4), lost=lost)
+    diags = correlate(sim.latest, sim.now, sim.history)
+    assert _ids(diags) == [("overlay.udp-blocked", ("node2",))]
+    assert "UDP from node2 is dropped" in diags[0].title
+    assert "node2's answers are UDP out of node2" in diags[0].evidence
+    assert "node1 -> node2: no answer to echo, mtu, udp-control" in diags[0].evidence

@@ -159,6 +159,21 @@ def group_pairs(pairs: Iterable[PairStatus]) -> tuple[dict[str, list[PairStatus]
     return by_target, by_sender
 
 
+def answers_lost(pairs: Iterable[PairStatus]) -> list[PairStatus]:
+    """The failing pairs whose probes may have reached the receiver (its capture saw them, or
+    it has not said): their answers may be what is lost, on the way back. A node-level verdict
+    on the answers' direction explains them; a probe the receiver never saw it does not."""
+    return [st for st in pairs if st.wire_seen != 0]
+
+
+def fold(evidence: list[str], pairs: Sequence[PairStatus], note: str) -> None:
+    """Append the symptoms a root cause explains (e.g. the other direction's failing pairs whose
+    answers cross the blocked path) to its evidence, under a note."""
+    if pairs:
+        evidence.append(note)
+        evidence += pair_lines(pairs)
+
+
 def most_fail(config: "CorrelationConfig", failing: int, probed: int) -> bool:
     """Enough to blame a node: >= `min_senders` failing, and more than `blame_fraction` of
     those probed."""

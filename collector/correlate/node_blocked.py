@@ -19,9 +19,9 @@ from __future__ import annotations
 from dataclasses import replace
 
 from agent.report import Finding, Severity
-from collector.correlate.base import (ClusterView, RuleResult, _Acc, diagnosis, group_pairs,
-                                      most_fail, name_list, pair_lines, per_round, plural,
-                                      vxlan_dev, vxlan_port)
+from collector.correlate.base import (ClusterView, RuleResult, _Acc, answers_lost, diagnosis,
+                                      fold, group_pairs, most_fail, name_list, pair_lines,
+                                      per_round, plural, vxlan_dev, vxlan_port)
 from collector.correlate.model import PATH_KINDS, NodeDigest, PairStatus
 
 FABRIC_FIX = ("Open UDP {port} (VXLAN) inbound to {node} from the other nodes: compare "
@@ -83,13 +83,6 @@ def _maps(view: ClusterView, k: int) -> tuple[dict[str, list[PairStatus]],
     blamed = view.blamed
     return group_pairs(st for st in view.round_failures(k) if st.kinds & PATH_KINDS
                        and st.target not in blamed and st.sender not in blamed)
-
-
-def _fold(evidence: list[str], pairs: list[PairStatus], note: str) -> None:
-    """The other direction's failing pairs a verdict explains, under a note."""
-    if pairs:
-        evidence.append(note)
-        evidence += pair_lines(pairs)
 
 
 def evaluate(view: ClusterView) -> RuleResult:
@@ -179,8 +172,8 @@ def evaluate(view: ClusterView) -> RuleResult:
                 evidence.append(f"TCP to {x}'s agent port works from "
                                 f"{plural(len(tcp_ok), 'peer')}: {x} is up")
             evidence += pair_lines(ins)
-            replies = [st for st in outs if st.wire_seen != 0]  # arrived, or not judged
-            _fold(evidence, replies,
+            replies = answers_lost(outs)
+            fold(evidence, replies,
                   f"{x}'s own probes to {plural(len(replies), 'peer')} get no answer though "
                   f"nothing shows them lost on the way out: the answers back into {x} are "
                   f"lost on the same path:")
@@ -202,8 +195,8 @@ def evaluate(view: ClusterView) -> RuleResult:
                 evidence.append(f"targets saw {x}'s packets arrive; their answers do not "
                                 f"come back to {x} (return path, {x}'s rp_filter/firewall)")
             evidence += pair_lines(outs)
-            answers = [st for st in ins if st.wire_seen != 0]  # arrived, or not judged
-            _fold(evidence, answers,
+            answers = answers_lost(ins)
+            fold(evidence, answers,
                   f"peers' probes to {x} get no answer though nothing shows them lost on the "
                   f"way in: {x}'s answers die on the same way out:")
             acc.diagnoses.append(diagnosis("overlay.node-outbound-blocked", Severity.ERROR,

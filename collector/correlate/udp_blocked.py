@@ -11,6 +11,10 @@ Scope, from the confirmed pairs showing it:
 - anything less is left to `overlay.pair-failure` (its evidence says UDP/TCP).
 Pairs whose wire probes the target's capture saw are not counted: UDP reached the target, so
 its host drops it (the node rules say so).
+Folded into the verdict (listed in its evidence, not reported again): the failing pairs in the
+other direction whose answers cross the blocked one — X's own probes that may have arrived
+(the peer saw the wire probes, or cannot say) and lost only UDP answers (VXLAN echo, MTU,
+UDP control) while TCP works: with UDP into X blocked, every answer into X is lost too.
 This runs before the node rules: "all UDP blocked" explains "VXLAN to X blocked".
 """
 
@@ -18,11 +22,15 @@ from __future__ import annotations
 
 from agent.report import Severity
 from agent.ports import AGENT_PORT
-from collector.correlate.base import (ClusterView, RuleResult, _Acc, diagnosis, group_pairs,
-                                      most_fail, name_list, pair_lines, per_round, vxlan_port)
+from typing import Iterable
+
+from collector.correlate.base import (ClusterView, RuleResult, _Acc, answers_lost, diagnosis,
+                                      fold, group_pairs, most_fail, name_list, pair_lines,
+                                      per_round, plural, vxlan_port)
 from collector.correlate.model import PATH_KINDS, PairStatus
 
-CONTROL_OR_MTU = frozenset({"udp-control", "tcp-control", "mtu"})
+#: The probe kinds answered over UDP (the VXLAN echo and its MTU-sized twin, UDP control).
+UDP_ANSWER_KINDS = frozenset({"echo", "mtu", "udp-control"})
 FIX = ("Allow UDP between the nodes: add rules for UDP {port} (VXLAN) and UDP {agent_port} "
        "(netdiag agent) — or all UDP — from the node security group to {scope} (security "
        "group / network ACL / firewall between node groups). TCP already passes, so the node is "
@@ -40,6 +48,18 @@ def _udp_only(view: ClusterView, k: int) -> list[PairStatus]:
         if st.kinds & PATH_KINDS and "udp-control" in st.kinds and st.tcp_ok:
             out.append(st)
     return out
+
+
+def _udp_answers_lost(pairs: Iterable[PairStatus]) -> list[PairStatus]:
+    """Pairs whose probes may have arrived and that lost only UDP answers while TCP works:
+    explained by UDP blocked in the answers' direction."""
+    return [st for st in answers_lost(pairs) if st.tcp_ok and st.kinds <= UDP_ANSWER_KINDS]
+
+
+def _what(pairs: list[PairStatus]) -> str:
+    if all(st.kinds == {"udp-control"} for st in pairs):
+        return "UDP control"
+    return "overlay (VXLAN echo) and UDP control"
 
 
 def evaluate(view: ClusterView) -> RuleResult:
@@ -72,12 +92,22 @@ def evaluate(view: ClusterView) -> RuleResult:
         evidence = [f"nodes involved: {name_list(involved, 10)}",
                     "TCP connect to each peer's agent port succeeds: the nodes are up"]
         evidence += pair_lines(pairs)
+        used.update((st.sender, st.target) for st in pairs)
+        inv = set(involved)
+        back = [st for st in _udp_answers_lost(view.round_failures(0))
+                if st.sender in inv and st.target in inv and (st.sender, st.target) not in used]
+        fold(evidence, back,
+             f"{plural(len(back), 'more pair')} lose only the answers (UDP back to the sender), "
+             f"the same way:")
+        used.update((st.sender, st.target) for st in back)
         acc.diagnoses.append(diagnosis("overlay.udp-blocked", Severity.ERROR, involved, title,
                                        evidence, FIX.format(agent_port=AGENT_PORT, port=port,
                                                             scope="every node")))
         acc.blames.update(involved)
-        used.update((st.sender, st.target) for st in pairs)
     else:
+        # every unexplained failing pair of round 0 (not only the UDP-only ones), grouped once:
+        # the other direction's symptoms a verdict folds
+        all_in, all_out = group_pairs(view.round_failures(0))
         for x in sorted(by_target):
             if not all(to_node(x, k) for k in range(need)):
                 continue
@@ -86,14 +116,14 @@ def evaluate(view: ClusterView) -> RuleResult:
                      f"{view.trusted_probers(x)} peers lose VXLAN and UDP control probes")
             evidence = [f"TCP to {x}'s agent port works: {x} is up; UDP (VXLAN and "
                         f"control) never gets through"] + pair_lines(fails)
-            # X's own UDP control probes: their answers are UDP into X, lost the same way
-            back = [st for st in view.round_failures(0) if st.sender == x
-                    and st.kinds <= CONTROL_OR_MTU and "udp-control" in st.kinds]
-            if back:
-                evidence.append(f"{x}'s own UDP control probes get no answer either (the "
-                                f"answers are UDP into {x}): "
-                                + ", ".join(st.target for st in back))
-                used.update((x, st.target) for st in back)
+            # X's own probes: their answers are UDP into X, lost the same way
+            back = [st for st in _udp_answers_lost(all_out.get(x, ()))
+                    if (x, st.target) not in used]
+            fold(evidence, back,
+                 f"{x}'s own {_what(back)} probes get no answer either "
+                 f"({plural(len(back), 'peer')}), though nothing shows them lost on the way "
+                 f"out: the answers are UDP into {x}, dropped the same way:")
+            used.update((x, st.target) for st in back)
             acc.diagnoses.append(diagnosis(
                 "overlay.udp-blocked", Severity.ERROR, (x,), title, evidence,
                 FIX.format(agent_port=AGENT_PORT, port=vxlan_port(view.live.get(x)), scope=x)))
@@ -107,11 +137,19 @@ def evaluate(view: ClusterView) -> RuleResult:
                      f"{view.probed_out(x)} targets lose its VXLAN and UDP control probes")
             evidence = [f"TCP from {x} to its targets works; UDP does not"]
             evidence += pair_lines(fails)
+            used.update((x, st.target) for st in fails)
+            # peers' probes that reached X: X's answers are UDP out of X, lost the same way
+            back = [st for st in _udp_answers_lost(all_in.get(x, ()))
+                    if (st.sender, x) not in used]
+            fold(evidence, back,
+                 f"peers' {_what(back)} probes to {x} get no answer either "
+                 f"({plural(len(back), 'peer')}), though nothing shows them lost on the way in: "
+                 f"{x}'s answers are UDP out of {x}, dropped the same way:")
+            used.update((st.sender, x) for st in back)
             acc.diagnoses.append(diagnosis(
                 "overlay.udp-blocked", Severity.ERROR, (x,), title, evidence,
                 FIX.format(agent_port=AGENT_PORT, port=vxlan_port(view.live.get(x)),
                            scope=f"the other nodes from {x} (egress)")))
             acc.blames.add(x)
-            used.update((x, st.target) for st in fails)
     acc.explains.update(used)
     return acc.result()
