@@ -325,6 +325,12 @@ def share_values(digest: Any) -> Any:
             changes[f.name] = value
         elif isinstance(value, tuple) and len(value) <= SHARED_TUPLE_MAX:
             changes[f.name] = _share(value)
+        elif f.name == "facts" and isinstance(value, dict) and len(value) <= SHARED_TUPLE_MAX:
+            # flattened scalar facts: most nodes report the same ones (drift is the exception)
+            try:
+                changes[f.name] = _shared.setdefault(("facts", *value.items()), value)
+            except TypeError:  # unhashable inside: keep as is
+                pass
         elif (isinstance(value, dict) and value
               and all(isinstance(x, frozenset) and len(x) <= SHARED_SET_MAX
                       for x in value.values())):
