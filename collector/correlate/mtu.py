@@ -4,13 +4,15 @@ fine while TLS handshakes, image pulls and large responses hang.
 
 Scope: one target X when >= `min_senders` senders (a majority of X's probers) see it (X's
 underlay or VXLAN MTU is smaller); otherwise one diagnosis for all affected paths.
+X's own MTU-sized probes that fail while their small echo passes are folded into X's verdict
+(listed in its evidence): their full-size answers come back into X over the same path.
 """
 
 from __future__ import annotations
 
 from agent.report import Severity
-from collector.correlate.base import (ClusterView, RuleResult, _Acc, diagnosis, group_pairs,
-                                      most_fail, name_list, per_round, plural)
+from collector.correlate.base import (ClusterView, RuleResult, _Acc, answers_lost, diagnosis,
+                                      fold, group_pairs, most_fail, name_list, per_round, plural)
 from collector.correlate.model import PATH_KINDS, PairStatus
 
 FIX = ("Make the overlay MTU fit the underlay path: VXLAN adds 50 bytes, so the VXLAN device "
@@ -56,10 +58,12 @@ def evaluate(view: ClusterView) -> RuleResult:
                  f"{len(fails)} of {view.trusted_probers(x)} peers are lost, small ones pass")
         evidence = [_mtu_of(view, x)] + [f"{st.sender} -> {x}: echo ok, MTU-sized echo "
                                            f"(DF) lost ({st.rounds} rounds)" for st in fails]
-        back = from_blamed.get(x, [])
-        if back:
-            evidence.append(f"{x}'s own MTU-sized probes fail too (the full-size answers "
-                            f"cross the same path): " + ", ".join(st.target for st in back))
+        # X's own MTU-sized probes that may have arrived: their full-size answers come back
+        # into X over the same path
+        back = answers_lost(from_blamed.get(x, ()))
+        fold(evidence, back,
+             f"{x}'s own MTU-sized probes fail too ({plural(len(back), 'peer')}): the "
+             f"full-size answers cross the same path back into {x}:")
         acc.diagnoses.append(diagnosis("overlay.mtu-blackhole", Severity.ERROR, (x,), title,
                                        evidence, FIX.format(scope=x)))
         acc.explains.update((st.sender, x) for st in fails)
