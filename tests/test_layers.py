@@ -34,3 +34,12 @@ def test_pure_packages_do_no_io(package: str) -> None:
                if n == "open()" or n in FORBIDDEN or n.split(".")[0] in FORBIDDEN - {"agent"}
                or n.startswith("agent.host")}
         assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}: keep I/O in the edge"
+
+
+def test_fixture_trees_hold_no_empty_directory() -> None:
+    """git does not keep empty directories: a recorded sysfs tree whose `bridge/` or `lower_*`
+    directory is empty passes here and fails on a fresh clone. Such directories carry a
+    `.gitkeep`."""
+    root = Path(__file__).parent / "fixtures"
+    empty = [str(d.relative_to(root)) for d in root.rglob("*") if d.is_dir() and not any(d.iterdir())]
+    assert not empty, f"empty fixture directories (add a .gitkeep): {empty}"
