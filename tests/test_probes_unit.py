@@ -21,7 +21,7 @@ from agent.probes.frames import (ETHERTYPE_PROBE, FrameError, UNKNOWN_PEER_MAC,
                                  build_vxlan_payload, build_wire_frame, classify_probe_frame,
                                  classify_vxlan_packet, internet_checksum, mac_bytes,
                                  parse_marker, sender_id)
-from agent.probes.sampling import (rendezvous_order, rounds_to_cover, select_peers,
+from agent.probes.sampling import (ring_order, rounds_to_cover, select_peers,
                                    send_interval_s)
 from agent.probes.tally import ProbeTally, result_from_tally, rtt_stats, seen_counts
 
@@ -219,15 +219,26 @@ def test_every_peer_is_probed_within_ceil_n_over_k_rounds(n, k):
 def test_rotation_is_deterministic_and_differs_between_nodes():
     peers = _peers(50)
     assert select_peers("a", peers, 3) == select_peers("a", list(reversed(peers)), 3)
-    assert [p.name for p in rendezvous_order("a", peers)] != \
-        [p.name for p in rendezvous_order("b", peers)]
+    assert [p.name for p in select_peers("node1", peers, 3)] != \
+        [p.name for p in select_peers("node2", peers, 3)]
 
 
-def test_removing_a_peer_keeps_the_others_in_order():
-    peers = _peers(30)
-    before = [p.name for p in rendezvous_order("a", peers)]
-    after = [p.name for p in rendezvous_order("a", [p for p in peers if p.name != "node4"])]
-    assert after == [n for n in before if n != "node4"]
+@pytest.mark.parametrize("n,k", [(17, 16), (200, 16), (1000, 16), (40, 8)])
+def test_every_node_is_observed_by_k_peers_in_every_round(n, k):
+    # The collector blames a node only when several senders agree: no node may go unobserved.
+    nodes = _peers(n)
+    for r in (0, 1, 5):
+        observers = {p.name: 0 for p in nodes}
+        for me in nodes:
+            for p in select_peers(me.name, [q for q in nodes if q.name != me.name], r, k):
+                observers[p.name] += 1
+        assert set(observers.values()) == {k}
+
+
+def test_removing_a_node_keeps_the_others_in_ring_order():
+    names = [p.name for p in _peers(30)]
+    before = ring_order(names)
+    assert ring_order([n for n in names if n != "node4"]) == [n for n in before if n != "node4"]
 
 
 def test_round_pacing_fits_budget():

@@ -1,10 +1,18 @@
 """Which peers a round probes, and how the round is paced. Pure.
 
-A node probes at most K peers per round. Each node orders its peers by rendezvous hashing
-(highest hash of (this node, peer) first): every node gets its own order, so N nodes do not all
-probe the same K peers at the same moment, and adding or removing one peer moves no other peer.
-Round r takes the K peers starting at position r*K of that order, wrapping around, so
-consecutive rounds walk the whole order: every peer is probed within ceil(N/K) rounds.
+A node probes at most K peers per round. All nodes are placed on one ring, ordered by a hash
+of their name (every agent computes the same ring from the same peer list). In round r the node
+at ring position i probes the K positions after it starting at offset r*K (wrapping, itself
+skipped): i+1+((r*K + j) mod (N-1)) for j < K. Two guarantees follow, both needed by the
+collector's verdicts:
+
+- every peer is probed within ceil((N-1)/K) consecutive rounds (the offsets walk the ring);
+- in every round every node is probed by exactly K peers (the same relative offsets from every
+  position), so no node goes unobserved in a round — with per-node random orders (rendezvous
+  hashing alone) about 1% of 5,000 nodes got fewer than 8 observers in a round.
+
+Adding or removing a node shifts ring positions only after it in the hash order; names, not
+positions, identify peers in reports.
 """
 
 from __future__ import annotations
@@ -18,28 +26,30 @@ DEFAULT_PACKETS_PER_S = 200.0
 T = TypeVar("T")
 
 
-def rendezvous_weight(node_name: str, peer_name: str) -> int:
-    digest = hashlib.blake2b(f"{node_name}\0{peer_name}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big")
+def ring_weight(name: str) -> bytes:
+    return hashlib.blake2b(name.encode(), digest_size=8).digest()
 
 
-def rendezvous_order(node_name: str, peers: Sequence[T], key=lambda p: p.name) -> list[T]:  # type: ignore[no-untyped-def]
-    """Peers in this node's order (stable: ties broken by name)."""
-    return sorted(peers, key=lambda p: (-rendezvous_weight(node_name, key(p)), key(p)))
+def ring_order(names: Sequence[str]) -> list[str]:
+    """The cluster ring: names ordered by hash (ties broken by name), duplicates dropped."""
+    return sorted(set(names), key=lambda n: (ring_weight(n), n))
 
 
 def select_peers(node_name: str, peers: Sequence[T], round_no: int,
                  per_round: int = DEFAULT_PEERS_PER_ROUND, key=lambda p: p.name) -> list[T]:  # type: ignore[no-untyped-def]
     """The peers round `round_no` probes: at most `per_round`, every peer within
-    ceil(len(peers) / per_round) consecutive rounds."""
+    ceil(len(peers) / per_round) consecutive rounds, each node probed by `per_round` peers per
+    round when every node uses the same peer list."""
     if per_round < 1:
         raise ValueError("per_round must be >= 1")
-    order = rendezvous_order(node_name, peers, key)
-    n = len(order)
+    by_name = {key(p): p for p in peers if key(p) != node_name}
+    ring = ring_order([*by_name, node_name])
+    n = len(ring) - 1  # peers on the ring
+    me = ring.index(node_name)
     if n <= per_round:
-        return order
-    start = (round_no * per_round) % n
-    return [order[(start + i) % n] for i in range(per_round)]
+        return [by_name[ring[(me + 1 + j) % len(ring)]] for j in range(n)]
+    return [by_name[ring[(me + 1 + (round_no * per_round + j) % n) % len(ring)]]
+            for j in range(per_round)]
 
 
 def rounds_to_cover(n_peers: int, per_round: int = DEFAULT_PEERS_PER_ROUND) -> int:
