@@ -14,11 +14,12 @@ unlisted probed pair is ok (or unknown: see `CaptureWindows`, wire probes are ju
 
 from __future__ import annotations
 
+from array import array
 from bisect import bisect_left
 from collections import Counter
 from dataclasses import dataclass, replace
 from sys import intern as sys_intern
-from itertools import chain
+from itertools import chain, count
 from typing import Any, Iterable, Mapping, NamedTuple, Sequence, Union
 
 from agent.report import NodeReport, Severity
@@ -33,6 +34,28 @@ UNHEALTHY_AGENT_PREFIXES = ("agent.round-overrun",)
 
 _EMPTY: frozenset[str] = frozenset()
 PAIR_SEP = "\0"
+#: A probe pair (sender, target) is one int, `id(sender) << PAIR_SHIFT | id(target)`, with ids
+#: from one shared index of node names (`name_id`): digests hold their pairs as arrays of
+#: machine ints, ~10x smaller than sets of "sender\0target" strings (a collector keeps
+#: 5,000 nodes x 3 rounds x 2 x 16 of them), and set operations over them stay in C.
+PAIR_SHIFT = 32
+PAIR_MASK = (1 << PAIR_SHIFT) - 1
+_NAME_IDS: dict[str, int] = {}
+#: id -> node name (ids are never reused; a name is looked up only through a pair key made
+#: after its id was assigned)
+NAMES_BY_ID: dict[int, str] = {}
+_NEXT_ID = count()
+
+
+def name_id(name: str) -> int:
+    """The node name's small int in the shared index (assigned on first sight; a name
+    assigned twice by racing threads keeps the first id, the other is an unused entry)."""
+    got = _NAME_IDS.get(name)
+    if got is None:
+        new = next(_NEXT_ID)
+        NAMES_BY_ID[new] = name
+        got = _NAME_IDS.setdefault(name, new)
+    return got
 SCALARS = (str, int, float, bool)
 
 
@@ -84,11 +107,12 @@ class NodeDigest:
     unhealthy: bool = False
     #: the node runs a prober (so its capture is meaningful)
     captures: bool = False
-    #: "node\0peer" for every wire probe sent; "peer\0node" for every peer whose wire probes
-    #: this node's capture saw. Set differences over the whole cluster find the probes that
-    #: never arrived without a Python loop per pair (a str caches its hash, a tuple does not).
-    wire_pairs: frozenset[str] = frozenset()
-    seen_pairs: frozenset[str] = frozenset()
+    #: pair keys (see `PAIR_SHIFT`) of (node, peer) for every wire probe sent; (peer, node)
+    #: for every peer whose wire probes this node's capture saw (arrays of int64, each key
+    #: once). Set operations over the whole cluster find the probes that never arrived
+    #: without a Python loop per pair.
+    wire_pairs: Sequence[int] = ()
+    seen_pairs: Sequence[int] = ()
     #: the `service_vips_digest` fact (any nesting), or None
     service_vips: Any = None
     #: "name,vni,port,mtu|..." of every overlay device (a str: its hash is cached, so
@@ -152,6 +176,8 @@ def digest_report(report: NodeReport) -> NodeDigest:
     echo.update(p for p, ks in answered.items() if "echo" in ks)
     echo_set = target_set if len(echo) == len(targets) else frozenset(echo)
     counts = set(wire_sent.values())
+    sid = name_id(name)
+    base = sid << PAIR_SHIFT
     return NodeDigest(
         name=name, collected_at=report.collected_at, interval_s=report.interval_s,
         report=report, targets=target_set, wire_targets=wire_set,
@@ -160,8 +186,8 @@ def digest_report(report: NodeReport) -> NodeDigest:
         wire_sent=counts.pop() if len(counts) == 1 else wire_sent,
         facts=facts, unhealthy=unhealthy,
         captures=bool(wire_sent) or bool(report.seen),
-        wire_pairs=frozenset(f"{name}{PAIR_SEP}{t}" for t in wire_sent),
-        seen_pairs=frozenset(f"{p}{PAIR_SEP}{name}" for p in seen_wire),
+        wire_pairs=array("q", [base | name_id(t) for t in wire_sent]),
+        seen_pairs=array("q", [name_id(p) << PAIR_SHIFT | sid for p in seen_wire]),
         service_vips=vips, echo_known=echo_set,
         overlay_key=intern("|".join(f"{d.name},{d.vni},{d.port},{d.mtu}"
                                     for d in report.overlay)))
@@ -365,7 +391,7 @@ class CaptureWindows:
         self._times: dict[str, tuple[float, ...]] | None = None
 
     def seen_at(self) -> dict[str, float]:
-        """"sender\0target" -> when the newest report of the target whose capture saw the
+        """pair key (sender, target) -> when the newest report of the target whose capture saw the
         sender's wire probes was collected (every node's reports; built once, on demand)."""
         got = self._seen_at
         if got is None:
@@ -485,18 +511,19 @@ def _round_failures(senders: Iterable[NodeDigest], windows: CaptureWindows,
         # set operations); most of a healthy cluster's probes are seen there, the rest are
         # looked at one by one
         seen = set().union(*(rs[-1].seen_pairs for rs in windows.reports_of.values() if rs))
+        names = NAMES_BY_ID
         covered = seen.issuperset
         for d in senders:
             if covered(d.wire_pairs):
                 if d.lost:
                     _sender_statuses(d, d.lost, windows, failures)
                 continue
-            name = d.name
-            cut = len(name) + 1
             after = d.collected_at
             mine = set(d.lost)
-            for key in d.wire_pairs - seen:
-                t = key[cut:]
+            for key in d.wire_pairs:
+                if key in seen:
+                    continue
+                t = names[key & PAIR_MASK]
                 at = latest_at.get(t)
                 if at is not None and at >= after:  # else: not reported on yet
                     mine.add(t)
@@ -508,15 +535,14 @@ def _round_failures(senders: Iterable[NodeDigest], windows: CaptureWindows,
         # failure, the rest are looked at in full
         seen_at = windows.seen_at()
         times_of = windows.times_of()
+        names = NAMES_BY_ID
         for d in senders:
-            name = d.name
             mine = set(d.lost)
-            cut = len(name) + 1
             after = d.collected_at
             start = after - WINDOW_GUARD_FRACTION * (d.interval_s if d.interval_s > 0
                                                      else DEFAULT_INTERVAL_S)
             for key in d.wire_pairs:
-                t = key[cut:]
+                t = names[key & PAIR_MASK]
                 at = latest_at.get(t)
                 if at is None or at < after:
                     continue  # not reported on yet
