@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab.netns import NAME_PREFIX, NetNS, new_run_id, require_root
+from tests.lab.netns import NetNS, scratch_namespace
 
 pytestmark = pytest.mark.lab
 REPO = Path(__file__).parent.parent
@@ -24,12 +24,7 @@ CHECK_TIMEOUT_S = 30.0
 
 @pytest.fixture(scope="module")
 def node():
-    reason = require_root()
-    if reason:
-        pytest.skip(reason)
-    ns = NetNS(f"{NAME_PREFIX}{new_run_id()}-h1")
-    ns.create()
-    try:
+    with scratch_namespace("h1") as ns:
         for argv in (
             ["ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p"],
             ["ip", "addr", "add", "192.168.77.11/24", "dev", "eth0"],
@@ -59,8 +54,6 @@ def node():
             ns.sysctl(f"net.ipv4.conf.{dev}.rp_filter", 2)
         set_hairpin(ns, 1)
         yield ns
-    finally:
-        ns.delete()
 
 
 def set_hairpin(ns: NetNS, value: int) -> None:

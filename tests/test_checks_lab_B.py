@@ -13,7 +13,7 @@ from typing import Iterator
 
 import pytest
 
-from tests.lab.netns import NetNS, new_run_id, require_root
+from tests.lab.netns import NetNS, scratch_namespace
 
 pytestmark = pytest.mark.lab
 
@@ -28,16 +28,11 @@ VXLAN = "flannel.1"  # the scenario's name; it exists only inside our own namesp
 
 @pytest.fixture
 def node() -> Iterator[tuple[NetNS, str]]:
-    reason = require_root()
-    if reason:
-        pytest.skip(reason)
-    rid = new_run_id()
-    ns = NetNS(f"nd{rid}-h2")
-    underlay = f"nd{rid}u0"
-    try:
-        ns.create()
-        ns.exec(["ip", "link", "add", underlay, "type", "veth", "peer", "name", f"nd{rid}u1"])
-        ns.exec(["ip", "link", "set", f"nd{rid}u1", "up"])
+    with scratch_namespace("h2") as ns:
+        run = ns.name.split("-")[0]  # nd<run id>: unique, short enough for link names
+        underlay = f"{run}u0"
+        ns.exec(["ip", "link", "add", underlay, "type", "veth", "peer", "name", f"{run}u1"])
+        ns.exec(["ip", "link", "set", f"{run}u1", "up"])
         ns.exec(["ip", "link", "set", underlay, "mtu", "1500", "up"])
         ns.exec(["ip", "addr", "add", f"{LOCAL}/24", "dev", underlay])
         ns.exec(["ip", "link", "add", VXLAN, "type", "vxlan", "id", "1", "local", LOCAL, "dev",
@@ -46,8 +41,6 @@ def node() -> Iterator[tuple[NetNS, str]]:
         ns.exec(["ip", "addr", "add", "10.244.1.0/32", "dev", VXLAN])
         add_peer_state(ns)
         yield ns, underlay
-    finally:
-        ns.delete()
 
 
 def add_peer_state(ns: NetNS) -> None:

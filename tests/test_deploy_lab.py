@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.lab.netns import NetNS, new_run_id, require_root
+from tests.lab.netns import NetNS, scratch_namespace
 
 yaml = pytest.importorskip("yaml")
 
@@ -62,18 +62,13 @@ def _refusals(findings: list[dict[str, Any]]) -> set[str]:
 
 @pytest.mark.lab
 def test_the_daemonset_capabilities_are_enough_for_every_check() -> None:
-    reason = require_root()
-    if reason:
-        pytest.skip(reason)
     if not shutil.which("setpriv") or not shutil.which("iptables-restore"):
         pytest.skip("needs setpriv (util-linux) and iptables-restore")
     sc = _agent_security_context()
     assert sc["runAsUser"] == 0 and sc["allowPrivilegeEscalation"] is False
     caps = sc["capabilities"]["add"]
 
-    ns = NetNS(f"nd{new_run_id()}-cap")
-    try:
-        ns.create()
+    with scratch_namespace("cap") as ns:
         dump = subprocess.run([sys.executable, str(ROOT / "bench" / "gen_kube_proxy_dump.py"),
                                "--services", str(RULESET_SERVICES), "--endpoints", "2"],
                               capture_output=True, text=True, check=True, timeout=60).stdout
@@ -82,8 +77,6 @@ def test_the_daemonset_capabilities_are_enough_for_every_check() -> None:
         full = _findings(ns, [])
         capped = _findings(ns, _setpriv(caps))
         without_net_admin = _findings(ns, _setpriv([c for c in caps if c != "NET_ADMIN"]))
-    finally:
-        ns.delete()
 
     # The iptables check really read the ruleset (not skipped) ...
     assert ("iptables.no-endpoints", "ok") in _verdicts(full), full

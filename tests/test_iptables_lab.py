@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab.netns import NetNS, new_run_id, require_root
+from tests.lab.netns import NetNS, scratch_namespace
 
 pytestmark = pytest.mark.lab
 ROOT = Path(__file__).parent.parent
@@ -65,15 +65,8 @@ COMMIT
 
 @pytest.fixture
 def ns():
-    reason = require_root()
-    if reason:
-        pytest.skip(reason)
-    space = NetNS(f"nd{new_run_id()}-h3")
-    space.create()
-    try:
+    with scratch_namespace("h3") as space:
         yield space
-    finally:
-        space.delete()
 
 
 def check_in(ns: NetNS) -> dict:

@@ -8,10 +8,11 @@ firewall or sysctls: sysctls and rules are only ever set inside a namespace we c
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import subprocess
-from typing import Sequence
+from typing import Iterator, Sequence
 
 NAME_PREFIX = "nd"
 COMMAND_TIMEOUT_S = 30.0
@@ -59,8 +60,11 @@ class NetNS:
                   input=input)
 
     def sysctl(self, key: str, value: str | int) -> None:
-        """Set a sysctl inside this namespace only (never the root namespace's)."""
-        self.exec(["sysctl", "-qw", f"{key}={value}"])
+        """Set a sysctl inside this namespace only (never the root namespace's). Written to
+        /proc/sys directly, as sysctl(8) would (`flannel/1` names the interface flannel.1), so
+        CI needs no procps."""
+        path = "/proc/sys/" + key.replace(".", "\0").replace("/", ".").replace("\0", "/")
+        self.exec(["sh", "-c", 'echo "$1" > "$2"', "sh", str(value), path])
 
     def popen(self, argv: Sequence[str], **kwargs: object) -> subprocess.Popen[str]:
         return subprocess.Popen(["ip", "netns", "exec", self.name, *argv], text=True,
@@ -71,6 +75,22 @@ class NetNS:
 
     def __exit__(self, *exc: object) -> None:
         self.delete()
+
+
+@contextlib.contextmanager
+def scratch_namespace(suffix: str) -> Iterator[NetNS]:
+    """A fresh `nd<run id>-<suffix>` namespace for one lab test, removed afterwards whatever
+    happens; the test is skipped where namespaces cannot be made."""
+    reason = require_root()
+    if reason:
+        import pytest
+
+        pytest.skip(reason)
+    ns = NetNS(f"{NAME_PREFIX}{new_run_id()}-{suffix}")
+    try:
+        yield ns.create()
+    finally:
+        ns.delete()
 
 
 def list_lab_namespaces() -> list[str]:
