@@ -347,7 +347,7 @@ def test_a_mutated_report_is_accepted_or_rejected_cleanly(data) -> None:
     except ReportRejected as exc:
         assert exc.reason == "schema" and exc.message
     else:
-        assert parsed.node.name
+        assert parsed.report.node.name
 
 
 @settings(max_examples=200, deadline=None)
@@ -432,3 +432,28 @@ def test_kept_rounds_correlate_and_render_like_whole_reports() -> None:
     full, slim = outputs(whole), outputs(kept)
     assert full[2], "the sample should produce diagnoses (node3 unreachable, rp_filter drift)"
     assert slim == full
+
+
+def test_a_posted_body_digests_like_the_whole_report() -> None:
+    """The collector digests posted bodies from rows (no probe objects): every digest field
+    must equal the digest of the whole report."""
+    import dataclasses
+
+    from agent.report import NodeReport
+    from collector.correlate import digest_report, digest_rows
+
+    raw = node_report("node1", "192.168.77.11")
+    raw["probes"] = [{"peer": f"node{j}", "peer_ip": f"192.168.77.1{j}", "kind": kind,
+                      "sent": 0 if (j, kind) == (4, "mtu") else 3,
+                      "answered": None if kind == "wire" else (0 if j == 3 else 2),
+                      "rtt_ms": None, "error": ""}
+                     for j in range(2, 6) for kind in ("wire", "echo", "mtu")]
+    raw["seen"] = [{"peer": f"node{j}", "peer_ip": "", "kind": kind, "count": j - 2}
+                   for j in range(2, 6) for kind in ("wire", "echo")]
+    received = parse_report_body(json.dumps(raw).encode())
+    from_rows = digest_rows(received.report, received.probes, received.seen)
+    whole = digest_report(NodeReport.from_dict(raw))
+    assert whole.lost and whole.answered and whole.seen_wire  # the sample exercises them
+    for f in dataclasses.fields(whole):
+        if f.name != "report":
+            assert getattr(from_rows, f.name) == getattr(whole, f.name), f.name

@@ -1,6 +1,7 @@
 """NodeReport.from_dict's fast path (well-formed JSON objects) must accept exactly what the
 checked path accepts, build equal objects, and leave every rejection to the checked path (same
-message, same field). Every leaf and container of a realistic report is replaced, in turn, by
+message, same field). `node_report_with_rows` (the collector's: probes and seen counts as rows)
+must accept and reject the same inputs and give the same report and probes. Every leaf and container of a realistic report is replaced, in turn, by
 each of a set of awkward values; the two paths must agree on all of them."""
 
 from __future__ import annotations
@@ -8,11 +9,12 @@ from __future__ import annotations
 import copy
 import json
 import math
+from dataclasses import replace
 from typing import Any, Iterator
 
 import pytest
 
-from agent.report import NodeReport, SCHEMA_NODE_REPORT
+from agent.report import NodeReport, SCHEMA_NODE_REPORT, node_report_with_rows
 
 REPORT: dict[str, Any] = {
     "schema": SCHEMA_NODE_REPORT,
@@ -105,3 +107,33 @@ def test_too_many_items_still_rejected_by_name():
     data["seen"] = data["seen"] * 5001
     assert _outcome(NodeReport.from_dict, data) == _outcome(NodeReport._from_dict_checked, data)
     assert _outcome(NodeReport.from_dict, data)[1][1] == "seen"
+
+
+@pytest.mark.parametrize("path", list(_paths(REPORT)), ids=lambda p: ".".join(map(str, p)))
+def test_rows_path_accepts_and_rejects_like_from_dict(path):
+    for new in AWKWARD:
+        data = _with(path, new)
+        whole = _outcome(NodeReport.from_dict, copy.deepcopy(data))
+        rows = _outcome(node_report_with_rows, copy.deepcopy(data))
+        assert whole[0] == rows[0], (path, new, whole, rows)
+        if whole[0] != "ok":
+            assert whole[1] == rows[1], (path, new)  # same message, same field
+            continue
+        report, probes, seen = rows[1]
+        expected = whole[1]
+        assert report.probes == () and report.seen == ()
+        assert _same(("ok", report), ("ok", replace(expected, probes=(), seen=())))
+        assert probes == [(p.peer, p.kind, p.sent, p.answered) for p in expected.probes]
+        assert seen == [(s.peer, s.kind, s.count) for s in expected.seen]
+
+
+def test_rows_path_on_a_report_only_the_checked_path_takes():
+    # a subclass of dict is not the fast path's exact `dict`: the checked path must give rows
+    class Mapping(dict):
+        pass
+
+    data = Mapping(copy.deepcopy(REPORT))
+    report, probes, seen = node_report_with_rows(data)
+    assert report.node.name == "node-00007" and report.probes == ()
+    assert probes == [("node-00008", "echo", 3, 3), ("node-00008", "wire", 3, None)]
+    assert seen == [("node-00006", "wire", 3)]

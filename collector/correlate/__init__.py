@@ -68,10 +68,11 @@ from collector.correlate import (config_mismatch, drift, kube_proxy, mtu, node_b
                                  partition, stale, udp_blocked)
 from collector.correlate.base import DEFAULT_CONFIG, ClusterView, CorrelationConfig, RuleResult
 from collector.correlate.model import (NodeDigest, PairStatus, ReachabilityMatrix, ReportLike,
-                                       as_digests, build_matrix, digest_report, flatten_facts)
+                                       as_digests, build_matrix, digest_report, digest_rows,
+                                       flatten_facts)
 from collector.correlate.timeline import explain_timeline
 
-__all__ = ["correlate", "correlate_with_matrix", "digest_report", "build_matrix",
+__all__ = ["correlate", "correlate_with_matrix", "digest_report", "digest_rows", "build_matrix",
            "explain_timeline", "CorrelationConfig", "DEFAULT_CONFIG", "NodeDigest",
            "PairStatus", "ReachabilityMatrix", "flatten_facts", "sort_diagnoses"]
 
