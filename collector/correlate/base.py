@@ -142,10 +142,33 @@ class ClusterView:
         return rounds[k].probed_out.get(sender, 0) if k < len(rounds) else 0
 
 
-def per_round(view: "ClusterView", select) -> list:
-    """`select(view, k)` for each round a verdict must hold in (latest first); [] when the
-    history is too short to confirm anything."""
-    return [select(view, k) for k in range(view.rounds_to_confirm())]
+class PerRound(Sequence):
+    """`select(view, k)` for each round k a verdict must hold in (latest first), each computed
+    when first read: a verdict that fails in the latest round never reads the earlier ones,
+    which are costly to compute (see `ProbeRound`)."""
+
+    def __init__(self, view: "ClusterView", select) -> None:
+        self._view, self._select = view, select
+        self._got: dict[int, Any] = {}
+        self._len = view.rounds_to_confirm()
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __getitem__(self, k):
+        if isinstance(k, slice):
+            return [self[i] for i in range(*k.indices(self._len))]
+        if not 0 <= k < self._len:
+            raise IndexError(k)
+        if k not in self._got:
+            self._got[k] = self._select(self._view, k)
+        return self._got[k]
+
+
+def per_round(view: "ClusterView", select) -> PerRound:
+    """`select(view, k)` for each round a verdict must hold in (latest first, each computed on
+    first use); empty when the history is too short to confirm anything."""
+    return PerRound(view, select)
 
 
 def group_pairs(pairs: Iterable[PairStatus]) -> tuple[dict[str, list[PairStatus]],

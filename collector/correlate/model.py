@@ -17,7 +17,8 @@ from __future__ import annotations
 from array import array
 from bisect import bisect_left
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from functools import partial
 from sys import intern as sys_intern
 from itertools import chain, count, filterfalse
 from typing import Any, Iterable, Mapping, NamedTuple, Sequence, Union
@@ -309,21 +310,44 @@ class PairStatus(NamedTuple):
                 f"({n} round{'s' if n != 1 else ''})")
 
 
-@dataclass(frozen=True)
 class ProbeRound:
     """The failures of one round (0 = latest, 1 = the one before, ...).
 
     Round 0 covers every probed pair. Earlier rounds are computed only for "candidate" nodes
     (those in a failing pair of round 0): their `probed_in` / `probed_out` count only those
-    nodes, which is all a rule confirming a round-0 verdict needs."""
+    nodes, which is all a rule confirming a round-0 verdict needs. An earlier round is
+    computed when a rule first reads it (`compute` returns failures, probed_in, probed_out):
+    most correlations never need it (a pair's round count is computed for that pair alone,
+    see `build_matrix`), and around a partition's thousands of nodes it is costly."""
 
-    index: int
-    failures: Mapping[tuple[str, str], PairStatus]
-    probed_in: Mapping[str, int]
-    probed_out: Mapping[str, int]
-    #: unused (kept for compatibility): whether a pair was probed is read from the sender's
-    #: digest of that round
-    probed: frozenset[tuple[str, str]] | None = None
+    __slots__ = ("index", "_failures", "_probed_in", "_probed_out", "_compute")
+
+    def __init__(self, index: int, failures: Mapping[tuple[str, str], PairStatus] | None = None,
+                 probed_in: Mapping[str, int] | None = None,
+                 probed_out: Mapping[str, int] | None = None, compute=None) -> None:
+        self.index = index
+        self._failures, self._probed_in, self._probed_out = failures, probed_in, probed_out
+        self._compute = compute
+
+    def _load(self) -> None:
+        if self._compute is not None:
+            self._failures, self._probed_in, self._probed_out = self._compute()
+            self._compute = None
+
+    @property
+    def failures(self) -> Mapping[tuple[str, str], PairStatus]:
+        self._load()
+        return self._failures
+
+    @property
+    def probed_in(self) -> Mapping[str, int]:
+        self._load()
+        return self._probed_in
+
+    @property
+    def probed_out(self) -> Mapping[str, int]:
+        self._load()
+        return self._probed_out
 
     def failing_in(self) -> dict[str, list[PairStatus]]:
         out: dict[str, list[PairStatus]] = {}
@@ -709,34 +733,37 @@ def build_matrix(reports: Mapping[str, ReportLike] | Sequence[ReportLike],
     for s_name, t in latest:
         pair_targets.setdefault(s_name, set()).add(t)
     pairs = {k: frozenset(v) for k, v in pair_targets.items()}
-    rounds = [ProbeRound(0, latest, probed_in, probed_out)]
+    earlier: list[ProbeRound] = []
+    # each failing pair's status in the earlier rounds, that pair alone (its round count)
+    pair_rounds: list[dict] = []
     if latest and prev:
         depth = max(len(p) for p in prev.values())
         for k in range(depth):
             at_k = {n: p[k] for n, p in prev.items() if len(p) > k}
+            pair_rounds.append(_pair_rounds(at_k, windows, pairs))
             if k < full_rounds_back:
-                # what node-level rules confirm against: every pair around the candidates
-                f, pin, pout = _round_failures(at_k.values(), windows, candidates, pairs)
-                rounds.append(ProbeRound(k + 1, f, pin, pout))
+                # what node-level rules confirm against: every pair around the candidates,
+                # computed when a rule asks
+                earlier.append(ProbeRound(k + 1, compute=partial(
+                    _round_failures, list(at_k.values()), windows, candidates, pairs)))
             else:
                 # deeper rounds only count how long each failing pair has failed
-                rounds.append(ProbeRound(k + 1, _pair_rounds(at_k, windows, pairs), {}, {}))
+                earlier.append(ProbeRound(k + 1, pair_rounds[k], {}, {}))
     failures: dict[tuple[str, str], PairStatus] = {}
     for key, st in latest.items():
         confirmed, n = st.kinds, 1
         sp_list = prev.get(key[0], ())
-        for r in rounds[1:]:
-            k = r.index - 1
+        for k, statuses in enumerate(pair_rounds):
             if k < len(sp_list) and key[1] not in sp_list[k].targets:
                 continue  # not probed that round (rotating peers): skip, do not break
-            old = r.failures.get(key)
+            old = statuses.get(key)
             both = confirmed & old.kinds if old is not None else _EMPTY
             if not both:
                 break
             confirmed, n = both, n + 1
         failures[key] = st if n == 1 else PairStatus(
             st.sender, st.target, st.kinds, n, confirmed, st.wire_seen, st.wire_sent, st.tcp_ok)
-    rounds[0] = replace(rounds[0], failures=failures)
+    rounds = [ProbeRound(0, failures, probed_in, probed_out)] + earlier
     return ReachabilityMatrix(
         nodes=tuple(sorted(digests)), failures=failures, probed_in=probed_in,
         probed_out=probed_out, pairs_probed=sum(len(d.targets) for d in live.values()),

@@ -70,7 +70,7 @@ def evaluate(view: ClusterView) -> RuleResult:
     if not need or not rounds[0]:
         return acc.result()
     pairs = rounds[0]
-    grouped = [group_pairs(p) for p in rounds]
+    grouped = per_round(view, lambda v, k: group_pairs(rounds[k]))
 
     def cluster_wide(k: int) -> bool:
         probed = sum(view.matrix.rounds[k].probed_out.values())
