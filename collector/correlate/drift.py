@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections import Counter
 from itertools import chain
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 from agent.report import Severity
 from collector.correlate.base import (ClusterView, RuleResult, _Acc, clear_majority, diagnosis,
@@ -92,7 +92,13 @@ def evaluate(view: ClusterView) -> RuleResult:
     # the round before: each node's previous facts, to see whether the odd ones were odd then
     # too (against that round's majority: a rollout in progress is not drift yet)
     need = cfg.min_failed_rounds
-    previous = {n: view.previous(n, need - 1) for n in view.live} if need > 1 else {}
+    m = view.matrix
+    if need > 1 and m.previous is not None and need - 1 <= m.previous_limit:
+        # every live node's earlier rounds as the matrix keeps them (a node without any is
+        # left out, as an empty list would be skipped below): only rounds < need - 1 are read
+        previous: Mapping[str, Sequence] = m.previous
+    else:
+        previous = {n: view.previous(n, need - 1) for n in view.live} if need > 1 else {}
     for fact, keys in drifting.items():
         wrong = sorted({n for _, _, odd, _, _ in keys for n in odd})
         persisted = set(wrong)

@@ -539,14 +539,15 @@ def path_known(sender: NodeDigest, target: str, windows: CaptureWindows) -> bool
     return target in sender.wire_targets and windows.judged(sender, target)
 
 
-def _by_node_id(values: Mapping[str, float], missing: float) -> list[float]:
-    """`values` as a list indexed by node id (`name_id`), `missing` where a node has none."""
+def _by_node_id(names: Iterable[str], values: Iterable[float], missing: float) -> list[float]:
+    """The `values` of the nodes `names` as a list indexed by node id (`name_id`), `missing`
+    where a node has none."""
+    ids = list(map(_NAME_IDS.get, names))
+    if None in ids:  # a digest built by hand, not by digest_report
+        ids = [name_id(n) for n in names]
     out = [missing] * len(NAMES_BY_ID)
-    ids = _NAME_IDS
-    for name, value in values.items():
-        i = ids.get(name)
-        if i is not None and i < len(out):
-            out[i] = value
+    for i, value in zip(ids, values):
+        out[i] = value
     return out
 
 
@@ -568,13 +569,15 @@ def _round_failures(senders: Iterable[NodeDigest], windows: CaptureWindows,
         # nearly all seen or not reported on yet), kept when the receiver has reported since
         # the sender (lists indexed by node id: no hashing, no Python call per probe)
         seen = set().union(*(rs[-1].seen_pairs for rs in windows.reports_of.values() if rs))
-        reported_at = _by_node_id(latest_at, float("-inf"))
-        sent_at = _by_node_id({d.name: d.collected_at for d in senders}, float("inf"))
-        unseen = filterfalse(seen.__contains__,
-                             chain.from_iterable(d.wire_pairs for d in senders))
+        reported_at = _by_node_id(list(latest_at), list(latest_at.values()), float("-inf"))
+        sent_at = _by_node_id([d.name for d in senders], [d.collected_at for d in senders],
+                              float("inf"))
+        # judged first (two list lookups per probe), then the set lookups for those only
+        judged = [k for k in chain.from_iterable(d.wire_pairs for d in senders)
+                  if reported_at[k & PAIR_MASK] >= sent_at[k >> PAIR_SHIFT]]
         judged_unseen: dict[int, list[str]] = {}
         names = NAMES_BY_ID
-        for key in [k for k in unseen if reported_at[k & PAIR_MASK] >= sent_at[k >> PAIR_SHIFT]]:
+        for key in filterfalse(seen.__contains__, judged):
             judged_unseen.setdefault(key >> PAIR_SHIFT, []).append(names[key & PAIR_MASK])
         for d in senders:
             if judged_unseen:
@@ -643,8 +646,10 @@ def _round_failures_around(senders: list[NodeDigest], windows: CaptureWindows,
             probed_out[name] = len(known_targets(s, targets, windows))
             hit = targets & only
         else:
-            hit = relevant = targets & only
             extra = pairs.get(name)
+            if not extra and targets.isdisjoint(only):
+                continue  # most senders: nothing to look at (no new set built)
+            hit = relevant = targets & only
             if extra:
                 relevant = relevant | (targets & extra)
             if not relevant:
@@ -655,16 +660,26 @@ def _round_failures_around(senders: list[NodeDigest], windows: CaptureWindows,
     return failures, Counter(counted), probed_out
 
 
-def _pair_rounds(senders: Mapping[str, NodeDigest], windows: CaptureWindows,
+def _pair_rounds(prev: Mapping[str, Sequence[NodeDigest]], k: int, windows: CaptureWindows,
                  pairs: Mapping[str, frozenset[str]]) -> dict:
-    """An earlier round for the given failing pairs only (their round counts)."""
+    """Round k + 1 (`prev[sender][k]`) for the given failing pairs only (their round
+    counts)."""
     failures: dict[tuple[str, str], PairStatus] = {}
     for s_name, ts in pairs.items():
-        sp = senders.get(s_name)
-        if sp is None:
+        p = prev.get(s_name)
+        if p is None or len(p) <= k:
             continue
+        sp = p[k]
         _sender_statuses(sp, ts & sp.targets, windows, failures)
     return failures
+
+
+def _round_around(prev: Mapping[str, Sequence[NodeDigest]], k: int, windows: CaptureWindows,
+                  candidates: frozenset[str], pairs: Mapping[str, frozenset[str]]
+                  ) -> tuple[dict, Counter, dict]:
+    """Round k + 1 (`prev[node][k]`) around the candidates (`_round_failures`)."""
+    return _round_failures([p[k] for p in prev.values() if len(p) > k], windows, candidates,
+                           pairs)
 
 
 def build_matrix(reports: Mapping[str, ReportLike] | Sequence[ReportLike],
@@ -739,13 +754,12 @@ def build_matrix(reports: Mapping[str, ReportLike] | Sequence[ReportLike],
     if latest and prev:
         depth = max(len(p) for p in prev.values())
         for k in range(depth):
-            at_k = {n: p[k] for n, p in prev.items() if len(p) > k}
-            pair_rounds.append(_pair_rounds(at_k, windows, pairs))
+            pair_rounds.append(_pair_rounds(prev, k, windows, pairs))
             if k < full_rounds_back:
                 # what node-level rules confirm against: every pair around the candidates,
                 # computed when a rule asks
                 earlier.append(ProbeRound(k + 1, compute=partial(
-                    _round_failures, list(at_k.values()), windows, candidates, pairs)))
+                    _round_around, prev, k, windows, candidates, pairs)))
             else:
                 # deeper rounds only count how long each failing pair has failed
                 earlier.append(ProbeRound(k + 1, pair_rounds[k], {}, {}))
