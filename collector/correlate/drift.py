@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections import Counter
 from itertools import chain
+from operator import methodcaller
 from typing import Any, Mapping, Sequence
 
 from agent.report import Severity
@@ -60,7 +61,8 @@ def evaluate(view: ClusterView) -> RuleResult:
     acc = _Acc()
     cfg = view.config
     # one C-level pass over every (key, value) of every live node
-    pair_counts = Counter(chain.from_iterable(d.facts.items() for d in view.live.values()))
+    pair_counts = Counter(chain.from_iterable(map(methodcaller("items"),
+                                                  [d.facts for d in view.live.values()])))
     votes: dict[str, Counter] = {}
     for (key, value), n in pair_counts.items():
         c = votes.get(key)
