@@ -20,7 +20,8 @@ from collections import Counter
 from dataclasses import dataclass
 from functools import partial
 from sys import intern as sys_intern
-from itertools import chain, count, filterfalse
+from itertools import chain, count, filterfalse, groupby
+from operator import itemgetter
 from typing import Any, Iterable, Mapping, NamedTuple, Sequence, Union
 
 from agent.report import NodeReport, Severity
@@ -320,14 +321,36 @@ class ProbeRound:
     most correlations never need it (a pair's round count is computed for that pair alone,
     see `build_matrix`), and around a partition's thousands of nodes it is costly."""
 
-    __slots__ = ("index", "_failures", "_probed_in", "_probed_out", "_compute")
+    __slots__ = ("index", "_failures", "_probed_in", "_probed_out", "_compute", "senders",
+                 "_windows", "_in_scope")
 
     def __init__(self, index: int, failures: Mapping[tuple[str, str], PairStatus] | None = None,
                  probed_in: Mapping[str, int] | None = None,
-                 probed_out: Mapping[str, int] | None = None, compute=None) -> None:
+                 probed_out: Mapping[str, int] | None = None, compute=None,
+                 senders: Mapping[str, NodeDigest] | None = None,
+                 windows: "CaptureWindows | None" = None, in_scope=None) -> None:
         self.index = index
         self._failures, self._probed_in, self._probed_out = failures, probed_in, probed_out
         self._compute = compute
+        #: node -> its digest of this round (the senders; None: not kept)
+        self.senders = senders
+        #: for a round not computed yet: the capture windows and `in_scope(sender, target)`,
+        #: whether the pair is one the computed round would cover
+        self._windows, self._in_scope = windows, in_scope
+
+    def status(self, sender: str, target: str) -> PairStatus | None:
+        """The pair's status in this round if it fails (and is one the round covers), else
+        None: looked up in the computed round, or, before it is computed, worked out for
+        this pair alone (the same `_sender_statuses`), so a rule that needs a few pairs of
+        an earlier round does not compute the round around thousands of nodes."""
+        if self._compute is None or self.senders is None or self._in_scope is None:
+            return self.failures.get((sender, target))
+        d = self.senders.get(sender)
+        if d is None or target not in d.targets or not self._in_scope(sender, target):
+            return None
+        out: dict[tuple[str, str], PairStatus] = {}
+        _sender_statuses(d, (target,), self._windows, out)
+        return out.get((sender, target))
 
     def _load(self) -> None:
         if self._compute is not None:
@@ -670,7 +693,8 @@ def _pair_rounds(prev: Mapping[str, Sequence[NodeDigest]], k: int, windows: Capt
         if p is None or len(p) <= k:
             continue
         sp = p[k]
-        _sender_statuses(sp, ts & sp.targets, windows, failures)
+        if not ts.isdisjoint(sp.targets):  # peers rotate: most were not probed that round
+            _sender_statuses(sp, ts & sp.targets, windows, failures)
     return failures
 
 
@@ -734,8 +758,8 @@ def build_matrix(reports: Mapping[str, ReportLike] | Sequence[ReportLike],
     windows = CaptureWindows(reports_of)
     latest, _, _ = _round_failures(live.values(), windows, None)
     touched = frozenset(chain.from_iterable(latest))
-    n_in = Counter(t for _, t in latest)
-    n_out = Counter(s for s, _ in latest)
+    n_in = Counter(map(itemgetter(1), latest))
+    n_out = Counter(map(itemgetter(0), latest))
     candidates = frozenset(n for n in touched
                            if n_in[n] >= min_senders or n_out[n] >= min_senders)
     # how many senders probed each node of a failing pair (the only targets rules ask about):
@@ -765,40 +789,59 @@ def build_matrix(reports: Mapping[str, ReportLike] | Sequence[ReportLike],
             d = live.get(n)
             if d is not None:
                 probed_out[n] = len(known_targets(d, d.targets, windows))
-    pair_targets: dict[str, set[str]] = {}
-    for s_name, t in latest:
-        pair_targets.setdefault(s_name, set()).add(t)
-    pairs = {k: frozenset(v) for k, v in pair_targets.items()}
+    # sender -> its failing targets (a sender's pairs are added together, so grouping the
+    # keys in order is one C-level pass per sender, not a Python step per pair)
+    pairs: dict[str, frozenset[str]] = {}
+    for s_name, keys in groupby(latest, itemgetter(0)):
+        got = frozenset(map(itemgetter(1), keys))
+        pairs[s_name] = pairs[s_name] | got if s_name in pairs else got
     earlier: list[ProbeRound] = []
     # each failing pair's status in the earlier rounds, that pair alone (its round count)
     pair_rounds: list[dict] = []
     if latest and prev:
         depth = max(len(p) for p in prev.values())
+        def in_scope(sender: str, target: str) -> bool:
+            return (sender in candidates or target in candidates
+                    or target in pairs.get(sender, ()))
+
         for k in range(depth):
             pair_rounds.append(_pair_rounds(prev, k, windows, pairs))
             if k < full_rounds_back:
                 # what node-level rules confirm against: every pair around the candidates,
                 # computed when a rule asks
-                earlier.append(ProbeRound(k + 1, compute=partial(
-                    _round_around, prev, k, windows, candidates, pairs)))
+                earlier.append(ProbeRound(
+                    k + 1, compute=partial(_round_around, prev, k, windows, candidates, pairs),
+                    senders={n: p[k] for n, p in prev.items() if len(p) > k},
+                    windows=windows, in_scope=in_scope))
             else:
                 # deeper rounds only count how long each failing pair has failed
                 earlier.append(ProbeRound(k + 1, pair_rounds[k], {}, {}))
-    failures: dict[tuple[str, str], PairStatus] = {}
-    for key, st in latest.items():
-        confirmed, n = st.kinds, 1
-        sp_list = prev.get(key[0], ())
-        for k, statuses in enumerate(pair_rounds):
-            if k < len(sp_list) and key[1] not in sp_list[k].targets:
-                continue  # not probed that round (rotating peers): skip, do not break
-            old = statuses.get(key)
-            both = confirmed & old.kinds if old is not None else _EMPTY
-            if not both:
-                break
-            confirmed, n = both, n + 1
-        failures[key] = st if n == 1 else PairStatus(
-            st.sender, st.target, st.kinds, n, confirmed, st.wire_seen, st.wire_sent, st.tcp_ok)
-    rounds = [ProbeRound(0, failures, probed_in, probed_out)] + earlier
+    # each failing pair's round count: the earlier rounds in which its sender probed it (peers
+    # rotate: rounds without the pair are skipped) must fail with some of the same kinds. A
+    # pair its sender probed in none of its kept earlier rounds has failed one round: it
+    # stays as it is (most pairs, when peers rotate), without a step per pair
+    failures = dict(latest)
+    depth = len(pair_rounds)
+    for s_name, ts in pairs.items():
+        sp_list = prev.get(s_name)
+        if not sp_list or all(ts.isdisjoint(p.targets) for p in sp_list[:depth]):
+            continue
+        for t in ts:
+            key = (s_name, t)
+            st = latest[key]
+            confirmed, n = st.kinds, 1
+            for k, statuses in enumerate(pair_rounds):
+                if k < len(sp_list) and t not in sp_list[k].targets:
+                    continue  # not probed that round (rotating peers): skip, do not break
+                old = statuses.get(key)
+                both = confirmed & old.kinds if old is not None else _EMPTY
+                if not both:
+                    break
+                confirmed, n = both, n + 1
+            if n > 1:
+                failures[key] = PairStatus(st.sender, st.target, st.kinds, n, confirmed,
+                                           st.wire_seen, st.wire_sent, st.tcp_ok)
+    rounds = [ProbeRound(0, failures, probed_in, probed_out, senders=live)] + earlier
     return ReachabilityMatrix(
         nodes=tuple(sorted(digests)), failures=failures, probed_in=probed_in,
         probed_out=probed_out, pairs_probed=sum(len(d.targets) for d in live.values()),

@@ -54,16 +54,28 @@ def evaluate(view: ClusterView) -> RuleResult:
     live = [n for n in view.live if n not in view.blamed]
     if len(live) < 4 or not m.pairs_probed:
         return acc.result()
-    path_fail = {k: st for k, st in m.failures.items() if st.kinds & PATH_KINDS}
-    if len(path_fail) < cfg.partition_min_failing_fraction * m.pairs_probed:
+    # sender -> targets whose overlay path fails (the kind sets are a handful of shared
+    # objects: whether one touches the path is looked up once per set, not per pair)
+    fail_out: dict[str, set[str]] = {}
+    is_path: dict[frozenset[str], bool] = {}
+    n_path = 0
+    for (s, t), st in m.failures.items():
+        kinds = st.kinds
+        path = is_path.get(kinds)
+        if path is None:
+            path = is_path[kinds] = not PATH_KINDS.isdisjoint(kinds)
+        if path:
+            n_path += 1
+            got = fail_out.get(s)
+            if got is None:
+                fail_out[s] = {t}
+            else:
+                got.add(t)
+    if n_path < cfg.partition_min_failing_fraction * m.pairs_probed:
         return acc.result()
     live_set = set(live)
 
     windows = m.windows
-
-    fail_out: dict[str, set[str]] = {}
-    for s, t in path_fail:
-        fail_out.setdefault(s, set()).add(t)
 
     def ok_stars():
         # a pair whose outcome is not known yet (wire probes the receiver has not reported
@@ -100,8 +112,31 @@ def evaluate(view: ClusterView) -> RuleResult:
                     break
         return out
 
+    def crossing_earlier(k: int, enough: int) -> int:
+        """How many of round k's failing pairs cross the sides (`crossing(k)`), counted up to
+        `enough`: pair by pair (`ProbeRound.status`), so a partition confirmed by its first
+        pairs does not compute the whole earlier round around thousands of nodes."""
+        rnd = m.rounds[k]
+        senders = rnd.senders if rnd.senders is not None else {}
+        explained = view.explained
+        found = 0
+        for s, a in side_of.items():
+            d = senders.get(s)
+            if d is None or not view.trusted(s):
+                continue
+            for t in d.targets:
+                b = side_of.get(t)
+                if b is None or b == a or (s, t) in explained:
+                    continue
+                st = rnd.status(s, t)
+                if st is not None and st.kinds & PATH_KINDS:
+                    found += 1
+                    if found >= enough:
+                        return found
+        return found
+
     need = view.rounds_to_confirm()
-    if not need or any(len(crossing(k, cfg.min_senders)) < cfg.min_senders
+    if not need or any(crossing_earlier(k, cfg.min_senders) < cfg.min_senders
                        for k in range(1, need)):
         return acc.result()
     across = crossing(0)
@@ -128,8 +163,11 @@ def evaluate(view: ClusterView) -> RuleResult:
     acc.diagnoses.append(diagnosis("overlay.partition", Severity.ERROR, nodes, title, evidence,
                                    FIX.format(port=vxlan_port(view.live.get(nodes[0])))))
     acc.blames.update(nodes)
-    for (s, t) in path_fail:
-        a, b = side_of.get(s), side_of.get(t)
-        if a is not None and b is not None and a != b:
-            acc.explains.add((s, t))
+    # every failing path pair across the sides (one set difference per sender)
+    members = [frozenset(g) for g in sides]
+    in_sides = frozenset(side_of)
+    for s, ts in fail_out.items():
+        a = side_of.get(s)
+        if a is not None:
+            acc.explains.update((s, t) for t in (ts & in_sides) - members[a])
     return acc.result()
