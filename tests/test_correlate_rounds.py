@@ -1,0 +1,101 @@
+"""Earlier probe rounds are computed lazily (`ProbeRound`, `per_round`): one pair's status
+looked up before its round is computed must be what the computed round says, and a rule that
+never reads an earlier round must not make anyone compute it."""
+
+from __future__ import annotations
+
+from agent.report import Severity
+from collector.correlate import build_matrix, correlate
+from collector.correlate.base import DEFAULT_CONFIG, ClusterView, per_round
+from tests.correlate_builder import Simulation, build_round, nodes
+
+NAMES = nodes(24)
+#: each round probes other ring offsets (as the agents' hash ring does), some repeating
+OFFSETS = [(1, 2, 5, 11), (1, 3, 7, 12), (2, 3, 5, 13)]
+LEFT = set(NAMES[:12])
+
+
+def _peers(i: int):
+    def peers(s: str) -> list[str]:
+        j = NAMES.index(s)
+        return [NAMES[(j + k) % len(NAMES)] for k in OFFSETS[i % len(OFFSETS)]]
+    return peers
+
+
+def _lost(s: str, t: str) -> set[str]:
+    """A partition between the halves, a node whose inbound UDP control is lost, and one
+    pair that loses only its MTU-sized probes."""
+    if (s in LEFT) != (t in LEFT):
+        return {"wire"}
+    if t == "node3":
+        return {"udp-control"}
+    if (s, t) == ("node14", "node15"):
+        return {"mtu"}
+    return set()
+
+
+def _sim(faulty_rounds: tuple[bool, ...]) -> Simulation:
+    return Simulation([build_round(NAMES, 1000.0 + 10 * i, _lost if faulty else (lambda s, t: set()),
+                                   peers=_peers(i))
+                       for i, faulty in enumerate(faulty_rounds)])
+
+
+def test_earlier_round_pair_status_equals_the_computed_round() -> None:
+    sim = _sim((True, True, True))
+    looked_up = build_matrix(sim.latest, sim.history)
+    computed = build_matrix(sim.latest, sim.history)
+    # round 1 is what node-level verdicts confirm against (computed around the candidates
+    # when first read); every pair of it looked up before it is computed
+    rnd = looked_up.rounds[1]
+    assert rnd.senders
+    statuses = {}
+    for s, d in rnd.senders.items():
+        for t in d.targets:
+            st = rnd.status(s, t)
+            if st is not None:
+                statuses[(s, t)] = st
+    assert statuses == dict(computed.rounds[1].failures)
+    kinds = {st.kinds for st in statuses.values()}
+    assert {"wire", "echo", "mtu"} in kinds and {"udp-control"} in kinds  # both fault kinds
+    # the computed round answers the same
+    assert all(rnd.status(s, t) == st for (s, t), st in statuses.items())
+
+
+def test_status_of_a_pair_outside_the_earlier_round_is_none() -> None:
+    sim = _sim((True, True))
+    m = build_matrix(sim.latest, sim.history)
+    rnd = m.rounds[1]
+    assert rnd.status("node1", "node1") is None  # not probed
+    assert rnd.status("no-such-node", "node2") is None
+
+
+def test_per_round_computes_only_the_rounds_read() -> None:
+    sim = _sim((True, True))
+    m = build_matrix(sim.latest, sim.history)
+    view = ClusterView(now=sim.now, config=DEFAULT_CONFIG, digests=m.digests, live=m.digests,
+                       stale=frozenset(), matrix=m, history=sim.history)
+    asked: list[int] = []
+
+    def select(v: ClusterView, k: int) -> int:
+        asked.append(k)
+        return k * 10
+
+    rounds = per_round(view, select)
+    assert len(rounds) == DEFAULT_CONFIG.min_failed_rounds == 2 and asked == []
+    assert rounds[0] == 0 and rounds[0] == 0 and asked == [0]
+    assert list(rounds) == [0, 10] and asked == [0, 1]
+
+
+def test_partition_only_in_the_latest_round_is_not_confirmed() -> None:
+    # the round before was healthy: the earlier round has no failing pair across the halves
+    sim = _sim((False, True))
+    ids = {d.id for d in correlate(sim.latest, sim.now, sim.history)
+           if d.severity >= Severity.WARNING}
+    assert "overlay.partition" not in ids
+
+
+def test_partition_over_rotating_samples_is_confirmed() -> None:
+    sim = _sim((True, True, True))
+    diags = correlate(sim.latest, sim.now, sim.history)
+    partition = [d for d in diags if d.id == "overlay.partition"]
+    assert len(partition) == 1 and set(partition[0].nodes) == set(NAMES)
