@@ -771,7 +771,12 @@ def build_matrix(reports: Mapping[str, ReportLike] | Sequence[ReportLike],
         # case) knows all its paths: its touched targets are counted with C-level set and
         # Counter operations, the others one by one
         by_echo = [d.targets for d in live.values() if d.echo_known is d.targets]
-        probed_in.update(chain.from_iterable(map(touched.intersection, by_echo)))
+        if len(touched) * 2 > len(live):  # most nodes (a partition): count every target once
+            every = Counter(chain.from_iterable(by_echo))
+            probed_in.update({t: n for t, n in every.items() if t in touched})
+        else:
+            probed_in.update(chain.from_iterable(map(
+                touched.intersection, filterfalse(touched.isdisjoint, by_echo))))
         if len(by_echo) < len(live):
             counted: list[str] = []
             for d in live.values():
@@ -787,7 +792,7 @@ def build_matrix(reports: Mapping[str, ReportLike] | Sequence[ReportLike],
             probed_in.update(counted)
         for n in candidates:
             d = live.get(n)
-            if d is not None:
+            if d is not None and d.echo_known is not d.targets:  # else: every path known
                 probed_out[n] = len(known_targets(d, d.targets, windows))
     # sender -> its failing targets (a sender's pairs are added together, so grouping the
     # keys in order is one C-level pass per sender, not a Python step per pair)
@@ -824,9 +829,12 @@ def build_matrix(reports: Mapping[str, ReportLike] | Sequence[ReportLike],
     depth = len(pair_rounds)
     for s_name, ts in pairs.items():
         sp_list = prev.get(s_name)
-        if not sp_list or all(ts.isdisjoint(p.targets) for p in sp_list[:depth]):
+        if not sp_list:
             continue
-        for t in ts:
+        again = [ts & p.targets for p in sp_list[:depth] if not ts.isdisjoint(p.targets)]
+        if not again:
+            continue
+        for t in set().union(*again) if len(again) > 1 else again[0]:
             key = (s_name, t)
             st = latest[key]
             confirmed, n = st.kinds, 1

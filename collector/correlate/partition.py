@@ -57,20 +57,25 @@ def evaluate(view: ClusterView) -> RuleResult:
     # sender -> targets whose overlay path fails (the kind sets are a handful of shared
     # objects: whether one touches the path is looked up once per set, not per pair)
     fail_out: dict[str, set[str]] = {}
+    #: sender -> its failing path pairs (the matrix's own key tuples)
+    keys_out: dict[str, list[tuple[str, str]]] = {}
     is_path: dict[frozenset[str], bool] = {}
     n_path = 0
-    for (s, t), st in m.failures.items():
+    for key, st in m.failures.items():
         kinds = st.kinds
         path = is_path.get(kinds)
         if path is None:
             path = is_path[kinds] = not PATH_KINDS.isdisjoint(kinds)
         if path:
             n_path += 1
+            s = key[0]
             got = fail_out.get(s)
             if got is None:
-                fail_out[s] = {t}
+                fail_out[s] = {key[1]}
+                keys_out[s] = [key]
             else:
-                got.add(t)
+                got.add(key[1])
+                keys_out[s].append(key)
     if n_path < cfg.partition_min_failing_fraction * m.pairs_probed:
         return acc.result()
     live_set = set(live)
@@ -163,11 +168,16 @@ def evaluate(view: ClusterView) -> RuleResult:
     acc.diagnoses.append(diagnosis("overlay.partition", Severity.ERROR, nodes, title, evidence,
                                    FIX.format(port=vxlan_port(view.live.get(nodes[0])))))
     acc.blames.update(nodes)
-    # every failing path pair across the sides (one set difference per sender)
-    members = [frozenset(g) for g in sides]
-    in_sides = frozenset(side_of)
+    # every failing path pair across the sides: all of a sender's when none of its failing
+    # targets is on its own side or outside the sides (a partition's usual case), else pair
+    # by pair
+    others = [frozenset(side_of).difference(g) for g in sides]
     for s, ts in fail_out.items():
         a = side_of.get(s)
-        if a is not None:
-            acc.explains.update((s, t) for t in (ts & in_sides) - members[a])
+        if a is None:
+            continue
+        if ts <= others[a]:
+            acc.explains.update(keys_out[s])
+        else:
+            acc.explains.update(key for key in keys_out[s] if key[1] in others[a])
     return acc.result()
