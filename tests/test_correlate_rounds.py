@@ -99,3 +99,30 @@ def test_partition_over_rotating_samples_is_confirmed() -> None:
     diags = correlate(sim.latest, sim.now, sim.history)
     partition = [d for d in diags if d.id == "overlay.partition"]
     assert len(partition) == 1 and set(partition[0].nodes) == set(NAMES)
+
+
+def test_earlier_rounds_read_lazily_equal_previous_rounds() -> None:
+    from collector.correlate import digest_report
+    from collector.correlate.model import EarlierRounds, previous_rounds
+
+    sim = _sim((True, True, True, True))
+    digests = {n: [digest_report(r) for r in rs] for n, rs in sim.history.items()}
+    live = {n: ds[-1] for n, ds in digests.items()}
+    history = dict(digests)
+    names = sorted(live)
+    history[names[0]] = digests[names[0]][::-1]            # newest first
+    history[names[1]] = digests[names[1]][:-1]             # the latest not included
+    history[names[2]] = [digests[names[2]][1]] + digests[names[2]]  # a round twice
+    history[names[3]] = [live[names[3]]]                   # no earlier round
+    del history[names[4]]                                  # no history at all
+    for limit in (1, 2, 5):
+        rounds = EarlierRounds(live, history, limit)
+        expected = {n: p for n in live if (p := previous_rounds(live[n], history.get(n), limit))}
+        assert dict(rounds.items()) == expected
+        assert rounds.depth() == max(len(p) for p in expected.values())
+        for n, d in live.items():
+            assert list(rounds.reports_of[n]) == expected.get(n, [])[::-1] + [d]
+        assert dict(rounds.round(1)) == {n: p[1] for n, p in expected.items() if len(p) > 1}
+    # read node by node in another order: the same lists
+    rounds = EarlierRounds(live, history, 5)
+    assert {n: rounds.get(n) for n in reversed(names) if rounds.get(n)} == expected

@@ -139,37 +139,70 @@ def digest_report(report: NodeReport) -> NodeDigest:
                        [(s.peer, s.kind, s.count) for s in report.seen])
 
 
-def digest_rows(report: NodeReport, probes: Iterable[tuple[str, str, int, int | None]],
-                seen: Iterable[tuple[str, str, int]]) -> NodeDigest:
-    """Index one report whose probes and seen counts come as rows, (peer, kind, sent,
-    answered) and (peer, kind, count), instead of from `report.probes` / `report.seen` (a
-    collector validates the JSON straight into rows: `agent.report.node_report_with_rows`)."""
-    intern = sys_intern
-    targets: set[str] = set()
+class ProbeIndex(NamedTuple):
+    """A report's probes and seen counts summed up per peer, in builtins only (a collector's
+    decode worker computes it and sends it over a pipe with marshal; `digest_indexed` turns it
+    into the digest's shared, interned form)."""
+
+    #: every peer probed with any kind (sent > 0), first-probed first
+    targets: list[str]
+    #: peer -> wire probes sent
+    wire_sent: dict[str, int]
+    #: peer -> kinds (not wire) sent that got no answer at all / answered at least once
+    lost: dict[str, list[str]]
+    answered: dict[str, list[str]]
+    #: peer -> wire probes of it this node's capture saw (counts > 0 only)
+    seen_wire: dict[str, int]
+    #: any seen count at all (the node runs a capture)
+    any_seen: bool
+
+
+def index_probe_rows(probes: Iterable[tuple[str, str, int, int | None]],
+                     seen: Iterable[tuple[str, str, int]]) -> ProbeIndex:
+    """Sum up probe rows (peer, kind, sent, answered) and seen rows (peer, kind, count)."""
+    targets: dict[str, None] = {}
     wire_sent: dict[str, int] = {}
-    lost: dict[str, set[str]] = {}
-    answered: dict[str, set[str]] = {}
+    lost: dict[str, list[str]] = {}
+    answered: dict[str, list[str]] = {}
     for peer, kind, sent, was_answered in probes:
         if sent <= 0:
             continue
-        peer = intern(peer)
-        targets.add(peer)
+        targets[peer] = None
         if kind == "wire":
             wire_sent[peer] = wire_sent.get(peer, 0) + sent
         else:
             bucket = answered if was_answered else lost
             got = bucket.get(peer)
             if got is None:
-                bucket[peer] = {kind}
-            else:
-                got.add(kind)
+                bucket[peer] = [kind]
+            elif kind not in got:
+                got.append(kind)
     seen_wire: dict[str, int] = {}
     any_seen = False
     for peer, kind, seen_count in seen:
         any_seen = True
         if seen_count > 0 and kind == "wire":
-            peer = intern(peer)
             seen_wire[peer] = seen_wire.get(peer, 0) + seen_count
+    return ProbeIndex(list(targets), wire_sent, lost, answered, seen_wire, any_seen)
+
+
+def digest_rows(report: NodeReport, probes: Iterable[tuple[str, str, int, int | None]],
+                seen: Iterable[tuple[str, str, int]]) -> NodeDigest:
+    """Index one report whose probes and seen counts come as rows, (peer, kind, sent,
+    answered) and (peer, kind, count), instead of from `report.probes` / `report.seen` (a
+    collector validates the JSON straight into rows: `agent.report.node_report_with_rows`)."""
+    return digest_indexed(report, index_probe_rows(probes, seen))
+
+
+def digest_indexed(report: NodeReport, index: ProbeIndex) -> NodeDigest:
+    """The digest of a report whose probes and seen counts were summed up by
+    `index_probe_rows` (here or in another process)."""
+    intern = sys_intern
+    targets = [intern(p) for p in index.targets]
+    wire_sent = {intern(p): n for p, n in index.wire_sent.items()}
+    lost = {intern(p): _kinds(ks) for p, ks in index.lost.items()}
+    answered = {intern(p): _kinds(ks) for p, ks in index.answered.items()}
+    seen_wire = {intern(p): n for p, n in index.seen_wire.items()}
     flat = flatten_facts(report.facts)
     # only scalars are compared across nodes (lists such as the iptables backends present or
     # the Service VIPs are per-node detail; their digests are the comparable form)
@@ -183,21 +216,20 @@ def digest_rows(report: NodeReport, probes: Iterable[tuple[str, str, int, int | 
             vips = v
             break
     target_set = frozenset(targets)
-    wire_set = target_set if len(wire_sent) == len(targets) else frozenset(wire_sent)
+    wire_set = target_set if len(wire_sent) == len(target_set) else frozenset(wire_sent)
     echo = {p for p, ks in lost.items() if "echo" in ks}
     echo.update(p for p, ks in answered.items() if "echo" in ks)
-    echo_set = target_set if len(echo) == len(targets) else frozenset(echo)
+    echo_set = target_set if len(echo) == len(target_set) else frozenset(echo)
     counts = set(wire_sent.values())
     sid = name_id(name)
     base = sid << PAIR_SHIFT
     return NodeDigest(
         name=name, collected_at=report.collected_at, interval_s=report.interval_s,
         report=report, targets=target_set, wire_targets=wire_set,
-        lost={k: _kinds(v) for k, v in lost.items()},
-        answered={k: _kinds(v) for k, v in answered.items()}, seen_wire=seen_wire,
+        lost=lost, answered=answered, seen_wire=seen_wire,
         wire_sent=counts.pop() if len(counts) == 1 else wire_sent,
         facts=facts, unhealthy=unhealthy,
-        captures=bool(wire_sent) or any_seen,
+        captures=bool(wire_sent) or index.any_seen,
         wire_pairs=array("q", [base | name_id(t) for t in wire_sent]),
         seen_pairs=array("q", [name_id(p) << PAIR_SHIFT | sid for p in seen_wire]),
         service_vips=vips, echo_known=echo_set,
@@ -209,7 +241,7 @@ def digest_rows(report: NodeReport, probes: Iterable[tuple[str, str, int, int | 
 _KINDS: dict[frozenset[str], frozenset[str]] = {}
 
 
-def _kinds(kinds: set[str]) -> frozenset[str]:
+def _kinds(kinds: Iterable[str]) -> frozenset[str]:
     key = frozenset(kinds)
     return _KINDS.setdefault(key, key)
 
@@ -449,9 +481,16 @@ DEFAULT_INTERVAL_S = 30.0
 class CaptureWindows:
     """Every live node's reports in time order: which of them judge a sender's wire probes."""
 
-    def __init__(self, reports_of: Mapping[str, list[NodeDigest]]) -> None:
+    def __init__(self, reports_of: Mapping[str, Sequence[NodeDigest]],
+                 latest: Mapping[str, NodeDigest] | None = None) -> None:
+        """`reports_of`: node -> its reports oldest first; `latest`: node -> its latest report
+        (the last of `reports_of`; given, `reports_of` is read only for the nodes asked about,
+        see `EarlierRounds`)."""
         self.reports_of = reports_of
-        self.latest_at = {n: rs[-1].collected_at for n, rs in reports_of.items() if rs}
+        if latest is None:
+            latest = {n: rs[-1] for n, rs in reports_of.items() if rs}
+        self.latest = latest
+        self.latest_at = {n: d.collected_at for n, d in latest.items()}
         #: target -> ((collected_at, seen_wire, captures), ...) oldest first, built on demand
         #: (the per-pair lookups of a partition read plain tuples, not dataclass attributes)
         self._rows: dict[str, tuple] = {}
@@ -562,6 +601,145 @@ def path_known(sender: NodeDigest, target: str, windows: CaptureWindows) -> bool
     return target in sender.wire_targets and windows.judged(sender, target)
 
 
+class EarlierRounds(Mapping):
+    """Live node -> its earlier rounds, newest first (`previous_rounds`, at most `limit`; a
+    node without any is absent), worked out for a node when first read: a healthy cluster's
+    correlation reads none of them, a fault's only those of the nodes around it (5,000 nodes'
+    histories add up). `reports_of` maps a node to all its reports oldest first, the latest
+    last (what `CaptureWindows` reads), the same way."""
+
+    def __init__(self, live: Mapping[str, NodeDigest],
+                 history: Mapping[str, Sequence[ReportLike]] | None, limit: int) -> None:
+        self._live, self._history, self._limit = live, history or {}, limit
+        self._prev: dict[str, list[NodeDigest]] = {}
+        self._reports: dict[str, Sequence[NodeDigest]] = {}
+        self.reports_of: Mapping[str, Sequence[NodeDigest]] = _ReportsOf(self)
+
+    def _load(self, n: str) -> list[NodeDigest]:
+        d = self._live[n]
+        h = self._history.get(n)
+        if h and h[-1] is d:
+            # the usual shape (a collector's rounds, oldest first, the latest last): the
+            # history itself when its times strictly increase and it is not too long
+            older = h[-2::-1]
+            at = d.collected_at
+            for x in older:
+                if type(x) is not NodeDigest or not x.collected_at < at:
+                    break
+                at = x.collected_at
+            else:
+                p = older[:self._limit]
+                self._prev[n] = p
+                self._reports[n] = h if len(older) <= self._limit else p[::-1] + [d]
+                return p
+        p = previous_rounds(d, h, self._limit) if h else []
+        self._prev[n] = p
+        self._reports[n] = p[::-1] + [d]
+        return p
+
+    def get(self, n: str, default=None):
+        p = self._prev.get(n)
+        if p is None:
+            if n not in self._live:
+                return default
+            p = self._load(n)
+        return p if p else default
+
+    def __getitem__(self, n: str) -> list[NodeDigest]:
+        p = self.get(n)
+        if p is None:
+            raise KeyError(n)
+        return p
+
+    def __contains__(self, n: object) -> bool:
+        return isinstance(n, str) and self.get(n) is not None
+
+    def __iter__(self):
+        return (n for n in self._live if self.get(n) is not None)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def reports(self, n: str) -> Sequence[NodeDigest]:
+        got = self._reports.get(n)
+        if got is None:
+            if n not in self._live:
+                return ()
+            self._load(n)
+            got = self._reports[n]
+        return got
+
+    def depth(self) -> int:
+        """The most earlier rounds a node has. A node's history bounds its count (all but the
+        latest, at most `limit`): the bound is checked on the nodes that could reach it, in
+        order, until one does (usually the first), instead of working out every node's."""
+        live, history = self._live, self._history
+        bound = 0
+        for n, d in live.items():
+            h = history.get(n)
+            if h:
+                b = len(h) - (h[-1] is d)
+                if b > bound:
+                    bound = b
+        bound = min(bound, self._limit)
+        best = 0
+        for n, d in live.items():
+            h = history.get(n)
+            if h and len(h) - (h[-1] is d) >= bound > best:
+                best = max(best, len(self.get(n) or ()))
+                if best == bound:
+                    break
+        if best < bound:  # no node reached the bound: every node's count
+            best = max((len(p) for p in self.values()), default=0)
+        return best
+
+    def round(self, k: int) -> Mapping[str, NodeDigest]:
+        """Node -> its digest k + 1 rounds back (nodes that have one)."""
+        return _RoundOf(self, k)
+
+
+class _ReportsOf(Mapping):
+    def __init__(self, rounds: EarlierRounds) -> None:
+        self._rounds = rounds
+
+    def get(self, n, default=None):
+        got = self._rounds.reports(n)
+        return got if got else default
+
+    def __getitem__(self, n):
+        got = self._rounds.reports(n)
+        if not got:
+            raise KeyError(n)
+        return got
+
+    def __iter__(self):
+        return iter(self._rounds._live)
+
+    def __len__(self) -> int:
+        return len(self._rounds._live)
+
+
+class _RoundOf(Mapping):
+    def __init__(self, rounds: EarlierRounds, k: int) -> None:
+        self._rounds, self._k = rounds, k
+
+    def get(self, n, default=None):
+        p = self._rounds.get(n)
+        return p[self._k] if p is not None and len(p) > self._k else default
+
+    def __getitem__(self, n):
+        got = self.get(n)
+        if got is None:
+            raise KeyError(n)
+        return got
+
+    def __iter__(self):
+        return (n for n, p in self._rounds.items() if len(p) > self._k)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
 def _by_node_id(names: Iterable[str], values: Iterable[float], missing: float) -> list[float]:
     """The `values` of the nodes `names` as a list indexed by node id (`name_id`), `missing`
     where a node has none."""
@@ -591,7 +769,7 @@ def _round_failures(senders: Iterable[NodeDigest], windows: CaptureWindows,
         # pass over every probe of the round with C-level iteration (a healthy cluster's are
         # nearly all seen or not reported on yet), kept when the receiver has reported since
         # the sender (lists indexed by node id: no hashing, no Python call per probe)
-        seen = set().union(*(rs[-1].seen_pairs for rs in windows.reports_of.values() if rs))
+        seen = set().union(*(d.seen_pairs for d in windows.latest.values()))
         reported_at = _by_node_id(list(latest_at), list(latest_at.values()), float("-inf"))
         sent_at = _by_node_id([d.name for d in senders], [d.collected_at for d in senders],
                               float("inf"))
@@ -727,35 +905,8 @@ def build_matrix(reports: Mapping[str, ReportLike] | Sequence[ReportLike],
     digests = as_digests(reports)
     excluded = set(exclude)
     live = {n: d for n, d in digests.items() if n not in excluded}
-    prev: dict[str, list[NodeDigest]] = {}
-    #: node -> its reports oldest first, the latest last (what the capture windows read)
-    reports_of: dict[str, Sequence[NodeDigest]] = {}
-    for n, d in live.items():
-        h = history.get(n) if history else None
-        if h and h[-1] is d:
-            # the usual shape (`previous_rounds`' fast path, inline: 5,000 calls add up):
-            # the history itself when its times strictly increase and it is not too long
-            older = h[-2::-1]
-            at = d.collected_at
-            for x in older:
-                if type(x) is not NodeDigest or not x.collected_at < at:
-                    break
-                at = x.collected_at
-            else:
-                if older:
-                    prev[n] = older[:max_rounds_back]
-                    reports_of[n] = h if len(older) <= max_rounds_back else \
-                        prev[n][::-1] + [d]
-                else:
-                    reports_of[n] = [d]
-                continue
-        p = previous_rounds(d, h, max_rounds_back) if h else []
-        if p:
-            prev[n] = p
-            reports_of[n] = p[::-1] + [d]
-        else:
-            reports_of[n] = [d]
-    windows = CaptureWindows(reports_of)
+    prev = EarlierRounds(live, history, max_rounds_back)
+    windows = CaptureWindows(prev.reports_of, live)
     latest, _, _ = _round_failures(live.values(), windows, None)
     touched = frozenset(chain.from_iterable(latest))
     n_in = Counter(map(itemgetter(1), latest))
@@ -803,8 +954,8 @@ def build_matrix(reports: Mapping[str, ReportLike] | Sequence[ReportLike],
     earlier: list[ProbeRound] = []
     # each failing pair's status in the earlier rounds, that pair alone (its round count)
     pair_rounds: list[dict] = []
-    if latest and prev:
-        depth = max(len(p) for p in prev.values())
+    depth = prev.depth() if latest else 0
+    if depth:
         def in_scope(sender: str, target: str) -> bool:
             return (sender in candidates or target in candidates
                     or target in pairs.get(sender, ()))
@@ -816,7 +967,7 @@ def build_matrix(reports: Mapping[str, ReportLike] | Sequence[ReportLike],
                 # computed when a rule asks
                 earlier.append(ProbeRound(
                     k + 1, compute=partial(_round_around, prev, k, windows, candidates, pairs),
-                    senders={n: p[k] for n, p in prev.items() if len(p) > k},
+                    senders=prev.round(k),
                     windows=windows, in_scope=in_scope))
             else:
                 # deeper rounds only count how long each failing pair has failed
