@@ -660,6 +660,13 @@ class EarlierRounds(Mapping):
     def __len__(self) -> int:
         return sum(1 for _ in self)
 
+    # every node's (a rule that reads them all: one pass, not a key iteration plus lookups)
+    def values(self) -> list[list[NodeDigest]]:  # type: ignore[override]
+        return [p for p in map(self.get, self._live) if p]
+
+    def items(self) -> list[tuple[str, list[NodeDigest]]]:  # type: ignore[override]
+        return [(n, p) for n, p in zip(self._live, map(self.get, self._live)) if p]
+
     def reports(self, n: str) -> Sequence[NodeDigest]:
         got = self._reports.get(n)
         if got is None:
