@@ -932,9 +932,11 @@ def build_matrix(reports: Mapping[str, ReportLike] | Sequence[ReportLike],
         if len(touched) * 2 > len(live):  # most nodes (a partition): count every target once
             every = Counter(chain.from_iterable(by_echo))
             probed_in.update({t: n for t, n in every.items() if t in touched})
-        else:
+        elif len(touched) * 16 < len(live):  # a few nodes: most senders touch none of them
             probed_in.update(chain.from_iterable(map(
                 touched.intersection, filterfalse(touched.isdisjoint, by_echo))))
+        else:
+            probed_in.update(chain.from_iterable(map(touched.intersection, by_echo)))
         if len(by_echo) < len(live):
             counted: list[str] = []
             for d in live.values():
