@@ -61,6 +61,8 @@ it explains so they are not reported again):
 from __future__ import annotations
 
 from dataclasses import replace
+from itertools import compress
+from operator import itemgetter, not_
 from typing import Mapping, Sequence
 
 from agent.report import Diagnosis
@@ -76,6 +78,9 @@ __all__ = ["correlate", "correlate_with_matrix", "digest_report", "digest_rows",
            "explain_timeline", "CorrelationConfig", "DEFAULT_CONFIG", "NodeDigest",
            "PairStatus", "ReachabilityMatrix", "flatten_facts", "sort_diagnoses"]
 
+#: (sender, target) of a PairStatus (C-level: the memo lists of a partition hold tens of
+#: thousands)
+_PAIR_OF = itemgetter(0, 1)
 #: Overlay rules in order: root causes first.
 _OVERLAY_RULES = (config_mismatch, partition, udp_blocked, node_blocked, mtu, pair)
 #: Rules over facts (independent of probes).
@@ -109,8 +114,8 @@ def correlate_with_matrix(reports: Mapping[str, ReportLike] | Sequence[ReportLik
         # the rounds' failing pairs already listed stay valid minus the newly explained ones
         # (sorted lists stay sorted): a partition's tens of thousands are not re-sorted per rule
         new = res.explains
-        memo = {k: [st for st in sts if st[:2] not in new] if new else sts
-                for k, sts in view.memo.items()}
+        memo = {k: list(compress(sts, map(not_, map(new.__contains__, map(_PAIR_OF, sts)))))
+                if new else sts for k, sts in view.memo.items()}
         view = replace(view, explained=view.explained | new if new else view.explained,
                        blamed=view.blamed | res.blames, memo=memo)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from itertools import filterfalse
 from typing import Any, Iterable, Mapping, Sequence
 
 from agent.ports import VXLAN_PORT_LINUX
@@ -91,8 +92,10 @@ class ClusterView:
         `min_failed_rounds` rounds (empty kinds dropped)."""
         out = []
         n = self.config.min_failed_rounds
-        for key, st in self.matrix.failures.items():
-            if key in self.explained or not self.trusted(st.sender):
+        failures = self.matrix.failures
+        for key in filterfalse(self.explained.__contains__, failures):
+            st = failures[key]
+            if not self.trusted(st.sender):
                 continue
             kinds = st.confirmed(n)
             if kinds:

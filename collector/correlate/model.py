@@ -915,11 +915,16 @@ def build_matrix(reports: Mapping[str, ReportLike] | Sequence[ReportLike],
     prev = EarlierRounds(live, history, max_rounds_back)
     windows = CaptureWindows(prev.reports_of, live)
     latest, _, _ = _round_failures(live.values(), windows, None)
-    touched = frozenset(chain.from_iterable(latest))
-    n_in = Counter(map(itemgetter(1), latest))
-    n_out = Counter(map(itemgetter(0), latest))
+    # sender -> its failing targets (a sender's pairs are added together, so grouping the
+    # keys in order is one C-level pass per sender, not a Python step per pair)
+    pairs: dict[str, frozenset[str]] = {}
+    for s_name, keys in groupby(latest, itemgetter(0)):
+        got = frozenset(map(itemgetter(1), keys))
+        pairs[s_name] = pairs[s_name] | got if s_name in pairs else got
+    n_in = Counter(chain.from_iterable(pairs.values()))
+    touched = frozenset(pairs).union(n_in)
     candidates = frozenset(n for n in touched
-                           if n_in[n] >= min_senders or n_out[n] >= min_senders)
+                           if n_in[n] >= min_senders or len(pairs.get(n, ())) >= min_senders)
     # how many senders probed each node of a failing pair (the only targets rules ask about):
     # for the candidates a node rule may blame, only probes whose outcome is known count
     probed_out = {n: len(d.targets) for n, d in live.items()}
@@ -954,12 +959,6 @@ def build_matrix(reports: Mapping[str, ReportLike] | Sequence[ReportLike],
             d = live.get(n)
             if d is not None and d.echo_known is not d.targets:  # else: every path known
                 probed_out[n] = len(known_targets(d, d.targets, windows))
-    # sender -> its failing targets (a sender's pairs are added together, so grouping the
-    # keys in order is one C-level pass per sender, not a Python step per pair)
-    pairs: dict[str, frozenset[str]] = {}
-    for s_name, keys in groupby(latest, itemgetter(0)):
-        got = frozenset(map(itemgetter(1), keys))
-        pairs[s_name] = pairs[s_name] | got if s_name in pairs else got
     earlier: list[ProbeRound] = []
     # each failing pair's status in the earlier rounds, that pair alone (its round count)
     pair_rounds: list[dict] = []
