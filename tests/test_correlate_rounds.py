@@ -126,3 +126,20 @@ def test_earlier_rounds_read_lazily_equal_previous_rounds() -> None:
     # read node by node in another order: the same lists
     rounds = EarlierRounds(live, history, 5)
     assert {n: rounds.get(n) for n in reversed(names) if rounds.get(n)} == expected
+
+
+def test_nodes_near_a_few_cover_every_earlier_round_that_probed_them() -> None:
+    from collector.correlate import digest_report
+    from collector.correlate.model import EarlierRounds
+
+    sim = _sim((True, True, True))
+    history = {n: [digest_report(r) for r in rs] for n, rs in sim.history.items()}
+    live = {n: h[-1] for n, h in history.items()}
+    rounds = EarlierRounds(live, history, 5)
+    few = frozenset({"node3", "node20"})
+    near = rounds.near(few, {"node7": frozenset({"node8"})})
+    assert set(near) < set(live) and {"node3", "node20", "node7"} <= set(near)
+    assert near == [n for n in live if n in near]  # in the live order
+    for n, p in rounds.items():
+        if any(not d.targets.isdisjoint(few) for d in p):
+            assert n in near

@@ -667,6 +667,23 @@ class EarlierRounds(Mapping):
     def items(self) -> list[tuple[str, list[NodeDigest]]]:  # type: ignore[override]
         return [(n, p) for n, p in zip(self._live, map(self.get, self._live)) if p]
 
+    def near(self, nodes: frozenset[str], also: Mapping[str, Any]) -> list[str]:
+        """The live nodes, in order, that are in `nodes` or `also`, or that probed one of
+        `nodes` in some report of their history (a superset of those whose earlier rounds
+        did: those rounds are among the history's reports), or whose history holds reports
+        not digested yet."""
+        out = []
+        history = self._history
+        for n in self._live:
+            if n not in nodes and n not in also:
+                for x in history.get(n, ()):
+                    if type(x) is not NodeDigest or not x.targets.isdisjoint(nodes):
+                        break
+                else:
+                    continue
+            out.append(n)
+        return out
+
     def reports(self, n: str) -> Sequence[NodeDigest]:
         got = self._reports.get(n)
         if got is None:
@@ -767,7 +784,7 @@ def _round_failures(senders: Iterable[NodeDigest], windows: CaptureWindows,
     touching these nodes, plus the sender -> targets in `pairs`, and count the probes whose
     path status is known for them (None: every pair, uncounted: the caller counts them)."""
     senders = list(senders)
-    if only is not None and len(only) * 5 < len(windows.latest_at):
+    if only is not None and _around_few(only, windows):
         return _round_failures_around(senders, windows, only, pairs or {})
     failures: dict[tuple[str, str], PairStatus] = {}
     latest_at = windows.latest_at
@@ -883,12 +900,24 @@ def _pair_rounds(prev: Mapping[str, Sequence[NodeDigest]], k: int, windows: Capt
     return failures
 
 
-def _round_around(prev: Mapping[str, Sequence[NodeDigest]], k: int, windows: CaptureWindows,
+def _round_around(prev: EarlierRounds, k: int, windows: CaptureWindows,
                   candidates: frozenset[str], pairs: Mapping[str, frozenset[str]]
                   ) -> tuple[dict, Counter, dict]:
     """Round k + 1 (`prev[node][k]`) around the candidates (`_round_failures`)."""
-    return _round_failures([p[k] for p in prev.values() if len(p) > k], windows, candidates,
-                           pairs)
+    if _around_few(candidates, windows):
+        # only senders of a pair touching a candidate matter: a node none of whose reports
+        # probed one (and with no failing pair to follow) is passed over without working
+        # out its earlier rounds
+        names = prev.near(candidates, pairs)
+    else:
+        names = prev
+    return _round_failures([p[k] for p in map(prev.get, names) if p and len(p) > k],
+                           windows, candidates, pairs)
+
+
+def _around_few(only: frozenset[str], windows: CaptureWindows) -> bool:
+    """Few enough candidates to walk only the pairs around them (`_round_failures_around`)."""
+    return len(only) * 5 < len(windows.latest_at)
 
 
 def build_matrix(reports: Mapping[str, ReportLike] | Sequence[ReportLike],
