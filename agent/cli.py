@@ -128,6 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
     collector.add_argument("--keep-rounds", type=int, default=3, metavar="N",
                            help="recent rounds kept per node for correlation (default 3; "
                                 "memory grows with it)")
+    collector.add_argument("--decode-workers", type=int, default=1, metavar="N",
+                           help="processes that decode and validate posted reports, so the "
+                                "service's own core serves HTTP and keeps state (default 1, "
+                                "~20 MB each; 0: decode in the service process)")
 
     analyze = sub.add_parser(
         "analyze", help="offline triage of pasted command output",

@@ -108,11 +108,26 @@ def synthetic_report(i: int, n: int, round_no: int) -> bytes:
 
 # --- the client process -------------------------------------------------------------------------
 
+def process_tree(pid: int) -> list[int]:
+    """The collector and its decode workers."""
+    import psutil
+    try:
+        return [pid, *(c.pid for c in psutil.Process(pid).children(recursive=True))]
+    except psutil.Error:
+        return [pid]
+
+
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time the process has used (from /proc)."""
-    with open(f"/proc/{pid}/stat") as fh:
-        fields = fh.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time the collector and its workers have used (from /proc)."""
+    total = 0.0
+    for p in process_tree(pid):
+        try:
+            with open(f"/proc/{p}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:  # a worker that just ended
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 class RawHttpClient:
@@ -239,11 +254,25 @@ def free_port() -> int:
 
 
 def rss_mb(pid: int) -> float:
+    """Resident memory of the collector process alone."""
     with open(f"/proc/{pid}/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
+        return next((int(line.split()[1]) / 1024 for line in fh
+                     if line.startswith("VmRSS:")), 0.0)
+
+
+def pss_mb(pid: int) -> float:
+    """Proportional set size of the collector and its decode workers: the memory they use
+    together, pages they share counted once (what the pod's memory limit sees; adding up
+    RSS would count the code a forked worker shares with the collector twice)."""
+    total = 0.0
+    for p in process_tree(pid):
+        try:
+            with open(f"/proc/{p}/smaps_rollup") as fh:
+                total += next((int(line.split()[1]) / 1024 for line in fh
+                               if line.startswith("Pss:")), 0.0)
+        except OSError:
+            continue
+    return total
 
 
 def wait_ready(url: str) -> None:
@@ -271,6 +300,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=3, help="steady-state rounds after joining")
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--keep-rounds", type=int, default=3)
+    ap.add_argument("--decode-workers", type=int, default=1,
+                    help="the collector's --decode-workers (default 1, its default)")
     ap.add_argument("--client", choices=("raw", "aiohttp"), default="raw",
                     help="raw: a minimal keep-alive HTTP/1.1 client (default; leaves the CPU to "
                          "the collector); aiohttp: aiohttp's client")
@@ -288,7 +319,8 @@ def main(argv: list[str] | None = None) -> int:
     collector = subprocess.Popen([*netdiag, "collector", "--listen", f"127.0.0.1:{port}",
                                   "--db", str(tmp / "db.sqlite3"),
                                   "--token-file", str(tmp / "token"),
-                                  "--keep-rounds", str(args.keep_rounds)],
+                                  "--keep-rounds", str(args.keep_rounds),
+                                  "--decode-workers", str(args.decode_workers)],
                                  stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     try:
         wait_ready(url)
@@ -306,15 +338,18 @@ def main(argv: list[str] | None = None) -> int:
         report_text_s, text_bytes = timed_get(url + "/report")
         report_cached_s, _ = timed_get(url + "/report")
         rss_report = rss_mb(collector.pid)
+        pss_report = pss_mb(collector.pid)
         db_mb = sum(p.stat().st_size for p in tmp.glob("db.sqlite3*")) / MIB
         summary = {
             "nodes": args.nodes, "keep_rounds": args.keep_rounds, "concurrency": args.concurrency,
-            "client": args.client, "cpus": os.cpu_count(),
+            "client": args.client, "decode_workers": args.decode_workers, "cpus": os.cpu_count(),
             **results,
             "collector_rss_mb": {"idle": round(rss_idle, 1),
                                  "right_after_ingest": round(rss_peak, 1),
                                  f"after_{args.nodes}_nodes": round(rss_after, 1),
                                  "after_report": round(rss_report, 1)},
+            "decode_workers_rss_mb": [round(rss_mb(p), 1) for p in process_tree(collector.pid)[1:]],
+            "collector_and_workers_pss_mb": round(pss_report, 1),
             "report_json_s": round(report_json_s, 2), "report_json_kb": json_bytes // 1024,
             "report_text_s": round(report_text_s, 2), "report_text_kb": text_bytes // 1024,
             "report_cached_s": round(report_cached_s, 3),

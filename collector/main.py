@@ -48,6 +48,8 @@ def limit_malloc_arenas() -> None:
 #: second: ~30% of the collector's CPU while ingesting. At 20,000: ~2 full walks per
 #: 20,000 reports. Memory is still freed by reference counting as rounds replace it.
 GC_YOUNG_THRESHOLD = 20_000
+#: More decode workers than this only add memory: the event loop's own core is then the limit.
+MAX_DECODE_WORKERS = 16
 
 
 def tune_gc() -> None:
@@ -65,7 +67,7 @@ def memory_trimmer():  # type: ignore[no-untyped-def]
 
 
 def cmd_collector(args: argparse.Namespace) -> int:
-    from collector.app import CollectorConfig, make_app
+    from collector.app import STATE, CollectorConfig, make_app
 
     host, port = parse_listen(args.listen)
     token = read_token_file(args.token_file)
@@ -83,14 +85,21 @@ def cmd_collector(args: argparse.Namespace) -> int:
     keep = getattr(args, "keep_rounds", None) or RECENT_PER_NODE
     if keep < 2:
         raise UsageError(f"--keep-rounds must be >= 2 (verdicts need two rounds), got {keep}")
+    workers = getattr(args, "decode_workers", 0) or 0
+    if not 0 <= workers <= MAX_DECODE_WORKERS:
+        raise UsageError(f"--decode-workers must be 0..{MAX_DECODE_WORKERS}, got {workers}")
     config = CollectorConfig(db_path=args.db, token=token,
                              interval_s=getattr(args, "interval", None) or 30.0,
-                             recent_per_node=keep, trim_memory=memory_trimmer())
+                             recent_per_node=keep, trim_memory=memory_trimmer(),
+                             decode_workers=workers)
     if token is None:
         log.warning("no --token-file: accepting reports from anyone who can reach %s:%d",
                     host, port)
+    app = make_app(config)
+    # Before the event loop and its threads: forked decode workers share this process's code.
+    app[STATE].decoder.prefork()
     try:
-        asyncio.run(serve(make_app(config), host, port))
+        asyncio.run(serve(app, host, port))
     except OSError as exc:
         print(f"netdiag collector: error: cannot listen on {host}:{port}: "
               f"{exc.strerror or exc}", file=sys.stderr)

@@ -122,8 +122,8 @@ def digest_facts(facts: Mapping[str, Any]) -> dict[str, str]:
 @dataclass(frozen=True)
 class StoredReport:
     """One validated report as it is kept: the JSON as received (the store thread compresses
-    it: zlib drops the GIL, so that work leaves the event loop's core) and the history row's
-    fields."""
+    it: zlib drops the GIL, so that work leaves the event loop's core), or already compressed
+    by a decode worker (`blob`), and the history row's fields."""
 
     node: str
     received_at: float
@@ -132,6 +132,11 @@ class StoredReport:
     worst: str
     finding_ids: tuple[str, ...]
     fact_digests: Mapping[str, str]
+    blob: bytes | None = None
+
+    @property
+    def compressed(self) -> bytes:
+        return self.blob if self.blob is not None else compress_report(self.body)
 
 
 @dataclass(frozen=True)
@@ -220,7 +225,7 @@ class Store:
                 db.execute("INSERT INTO recent (node, received_at, report) VALUES "
                            + ", ".join(["(?, ?, ?)"] * len(chunk)),
                            [v for r in chunk
-                            for v in (r.node, r.received_at, compress_report(r.body))])
+                            for v in (r.node, r.received_at, r.compressed)])
                 db.execute("INSERT INTO history (node, received_at, collected_at, worst, "
                            "finding_ids, fact_digests) VALUES "
                            + ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(chunk)),
