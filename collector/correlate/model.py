@@ -782,7 +782,8 @@ def _round_failures(senders: Iterable[NodeDigest], windows: CaptureWindows,
                     ) -> tuple[dict, Counter | None, dict | None]:
     """Failures of one round (the senders' digests of that round). `only`: restrict to pairs
     touching these nodes, plus the sender -> targets in `pairs`, and count the probes whose
-    path status is known for them (None: every pair, uncounted: the caller counts them)."""
+    path status is known for them (None: the latest round, every pair, uncounted: the caller
+    counts them; the senders are then the capture windows' latest reports)."""
     senders = list(senders)
     if only is not None and _around_few(only, windows):
         return _round_failures_around(senders, windows, only, pairs or {})
@@ -929,8 +930,11 @@ def build_matrix(reports: Mapping[str, ReportLike] | Sequence[ReportLike],
     failure, so rules can ask "did this hold in the previous round too?". Earlier rounds are
     computed only around nodes with >= `min_senders` failing pairs in the latest round (the
     only nodes a node-level rule can blame), `full_rounds_back` rounds deep (what the rules
-    confirm against: min_failed_rounds - 1); deeper, and for every other failing pair, for
-    that pair alone (its round count).
+    confirm against: min_failed_rounds - 1), and only when a rule first reads them
+    (`ProbeRound`; `ProbeRound.status` answers for one pair before that); every failing
+    pair's round count comes from that pair alone in each earlier round. Each node's
+    history is read only when needed (`EarlierRounds`): a healthy cluster's correlation
+    looks at the latest reports only.
 
     Wire probes are judged by time, not by round number: a sender's probes count as lost only
     when the receiver has reported since (see `CaptureWindows`); until then the pair's path
