@@ -40,8 +40,8 @@ def components(nodes: list[str], stars) -> dict[str, str]:
         ra = find(a)
         for b in others:
             rb = parent[b]
-            if rb != b:
-                rb = find(b)
+            if parent[rb] != rb:  # b is not a root's child (most are, once groups form)
+                rb = find(rb)
             if rb != ra:
                 parent[rb] = ra
     return {n: find(n) for n in nodes}
