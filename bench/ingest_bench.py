@@ -141,6 +141,7 @@ class RawHttpClient:
         parts = urlsplit(url)
         self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
         self.conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        self.peers_version = ""
 
     async def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
         if self.conn is None:
@@ -158,6 +159,8 @@ class RawHttpClient:
         if any(line.lower() == b"connection: close" for line in lines[1:]):
             writer.close()
             self.conn = None
+        self.peers_version = next((line.split(b":", 1)[1].strip().decode() for line in lines[1:]
+                                   if line.lower().startswith(b"x-netdiag-peers-version:")), "")
         return status, answer
 
     async def close(self) -> None:
@@ -178,12 +181,21 @@ def client_main(url: str, nodes: int, rounds: int, concurrency: int, server_pid:
             versions: dict[int, str] = {}
 
             async def post(raw: RawHttpClient | None, body: bytes,
-                           h: dict[str, str]) -> tuple[int, bytes]:
+                           h: dict[str, str]) -> tuple[int, bytes, str]:
+                """-> status, answer as received, the peer-list version it names."""
                 if raw is not None:
-                    return await raw.post("/api/v1/reports", body, h)
+                    # gzip accepted like the agent's aiohttp client; the answer is not unzipped
+                    # (that is the agent's CPU, on its own node): the version is a header
+                    status, answer = await raw.post("/api/v1/reports", body,
+                                                    {**h, "Accept-Encoding": "gzip"})
+                    return status, answer, raw.peers_version
                 async with session.post(url + "/api/v1/reports", data=body,
                                         headers=h) as resp:
-                    return resp.status, await resp.read()
+                    answer = await resp.read()
+                    # {"peers":...,"interval_s":...,"peers_version":"<hex>"}
+                    version = (answer[answer.rindex(b'"peers_version":"') + 17:-2].decode()
+                               if resp.status == 200 else "")
+                    return resp.status, answer, version
 
             async def phase(name: str, round_no: int) -> None:
                 bodies = [synthetic_report(i, nodes, round_no) for i in range(nodes)]
@@ -200,13 +212,12 @@ def client_main(url: str, nodes: int, rounds: int, concurrency: int, server_pid:
                             h = dict(headers)
                             if i in versions:
                                 h["X-Netdiag-Peers-Version"] = versions[i]
-                            status, body = await post(raw, bodies[i], h)
+                            status, body, version = await post(raw, bodies[i], h)
                             answer_bytes += len(body)
                             if status != 200:
                                 errors += 1
                                 continue
-                            # {"peers":...,"interval_s":...,"peers_version":"<hex>"}
-                            versions[i] = body[body.rindex(b'"peers_version":"') + 17:-2].decode()
+                            versions[i] = version
                     finally:
                         if raw is not None:
                             await raw.close()

@@ -457,3 +457,22 @@ def test_a_posted_body_digests_like_the_whole_report() -> None:
     for f in dataclasses.fields(whole):
         if f.name != "report":
             assert getattr(from_rows, f.name) == getattr(whole, f.name), f.name
+
+
+async def test_the_peer_list_goes_gzipped_to_clients_that_accept_it(client) -> None:
+    resp = await client.post("/api/v1/reports", json=node_report("node1", "192.168.77.11"),
+                             headers={**AUTH, "Accept-Encoding": "gzip"})
+    assert resp.status == 200
+    assert resp.headers["Content-Encoding"] == "gzip"  # aiohttp's client unzips it
+    zipped = await resp.json()
+    version = resp.headers["X-Netdiag-Peers-Version"]
+    assert zipped["peers_version"] == version and zipped["peers"][0]["name"] == "node1"
+    resp = await client.post("/api/v1/reports", json=node_report("node1", "192.168.77.11"),
+                             headers={**AUTH, "Accept-Encoding": "identity"})
+    assert "Content-Encoding" not in resp.headers
+    assert await resp.json() == zipped
+    # the agent that holds this version gets the short answer, never zipped
+    resp = await client.post("/api/v1/reports", json=node_report("node1", "192.168.77.11"),
+                             headers={**AUTH, "Accept-Encoding": "gzip",
+                                      "X-Netdiag-Peers-Version": version})
+    assert "Content-Encoding" not in resp.headers and (await resp.json())["peers"] is None
