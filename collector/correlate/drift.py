@@ -33,6 +33,8 @@ FIX = ("Bring {nodes} in line with the rest of the cluster on `{key}` (majority:
 
 #: VXLAN device settings are compared by overlay.config-mismatch (from NodeReport.overlay);
 #: the same values in the facts (`vxlan.<dev>.vni`) are not reported twice.
+#: a fact a node does not report (None is a value)
+_MISSING = object()
 OVERLAY_PREFIXES = ("vxlan.", "overlay.")
 OVERLAY_SETTINGS = ("vni", "port", "dstport", "mtu")
 
@@ -71,6 +73,7 @@ def evaluate(view: ClusterView) -> RuleResult:
         c[value] = n
     # per top-level fact: the dotted keys that drift, with their odd nodes
     drifting: dict[str, list[tuple[str, Any, dict[str, Any], int, int]]] = {}
+    names, facts = list(view.live), [d.facts for d in view.live.values()]
     for key in sorted(votes):
         counts = votes[key]
         if len(counts) < 2 or _ignored(key, cfg):
@@ -82,11 +85,10 @@ def evaluate(view: ClusterView) -> RuleResult:
         if major is None:
             continue
         value: Any = major[0]
-        odd: dict[str, Any] = {}
-        for name, d in view.live.items():
-            v = d.facts.get(key, value)
-            if v != value:
-                odd[name] = v
+        # C-level lookups: 5,000 nodes' facts are read once per drifting key
+        odd: dict[str, Any] = {n: v for n, v in zip(names, map(methodcaller("get", key, value),
+                                                                facts))
+                               if v != value}
         drifting.setdefault(key.split(".", 1)[0], []).append(
             (key, value, odd, counts[value], total))
     if not drifting:
@@ -105,9 +107,10 @@ def evaluate(view: ClusterView) -> RuleResult:
         wrong = sorted({n for _, _, odd, _, _ in keys for n in odd})
         persisted = set(wrong)
         for k in range(need - 1):
+            facts_k = [p[k].facts for p in previous.values() if len(p) > k]
             for key, _, odd, _, _ in keys:
-                votes_k = Counter(p[k].facts[key] for p in previous.values()
-                                  if len(p) > k and key in p[k].facts)
+                votes_k = Counter(map(methodcaller("get", key, _MISSING), facts_k))
+                votes_k.pop(_MISSING, None)
                 major_k = clear_majority(votes_k, cfg.drift_majority)
                 for n in list(persisted):
                     if n not in odd:
