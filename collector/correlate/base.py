@@ -12,7 +12,6 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from functools import lru_cache
 from itertools import filterfalse
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -232,10 +231,8 @@ def cap_lines(lines: list[str], limit: int = EVIDENCE_MAX_LINES) -> str:
 NATURAL_SORT_MAX = 500
 
 
-@lru_cache(maxsize=1 << 16)
 def natural_key(name: str) -> tuple:
-    """node2 before node10. (Cached: the same node names are sorted at every correlation and
-    every /report, 5,000 of them at a time.)"""
+    """node2 before node10."""
     return tuple(int(p) if p.isdigit() else p for p in _DIGITS.split(name))
 
 
