@@ -31,10 +31,10 @@ FIX = ("Bring {nodes} in line with the rest of the cluster on `{key}` (majority:
        "node pool template) and fix it at the source, so the node is like its peers.")
 
 
-#: VXLAN device settings are compared by overlay.config-mismatch (from NodeReport.overlay);
-#: the same values in the facts (`vxlan.<dev>.vni`) are not reported twice.
 #: a fact a node does not report (None is a value)
 _MISSING = object()
+#: VXLAN device settings are compared by overlay.config-mismatch (from NodeReport.overlay);
+#: the same values in the facts (`vxlan.<dev>.vni`) are not reported twice.
 OVERLAY_PREFIXES = ("vxlan.", "overlay.")
 OVERLAY_SETTINGS = ("vni", "port", "dstport", "mtu")
 
