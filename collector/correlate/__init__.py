@@ -70,7 +70,8 @@ from collector.correlate import (config_mismatch, drift, kube_proxy, mtu, node_b
                                  partition, stale, udp_blocked)
 from collector.correlate.base import DEFAULT_CONFIG, ClusterView, CorrelationConfig, RuleResult
 from collector.correlate.model import (NodeDigest, PairStatus, ReachabilityMatrix, ReportLike,
-                                       as_digests, build_matrix, digest_report, digest_rows,
+                                       as_digests, build_matrix, build_matrix_and_paths,
+                                       digest_report, digest_rows,
                                        flatten_facts)
 from collector.correlate.timeline import explain_timeline
 
@@ -101,10 +102,11 @@ def correlate_with_matrix(reports: Mapping[str, ReportLike] | Sequence[ReportLik
                              config.default_interval_s)
     stale_set = frozenset(ages)
     live = {n: d for n, d in digests.items() if n not in stale_set}
-    matrix = build_matrix(digests, history, exclude=stale_set, min_senders=config.min_senders,
-                          full_rounds_back=max(1, config.min_failed_rounds - 1))
+    matrix, path_out = build_matrix_and_paths(
+        digests, history, exclude=stale_set, min_senders=config.min_senders,
+        full_rounds_back=max(1, config.min_failed_rounds - 1))
     view = ClusterView(now=now, config=config, digests=digests, live=live, stale=stale_set,
-                       matrix=matrix, history=history or {},
+                       matrix=matrix, history=history or {}, path_out=path_out,
                        unhealthy=tuple(d for d in live.values() if d.unhealthy))
     out: list[Diagnosis] = []
 

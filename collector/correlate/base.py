@@ -82,6 +82,10 @@ class ClusterView:
     unhealthy: tuple[NodeDigest, ...] = ()
     #: memo of round_failures(k) for this view (a new view gets a new, empty one)
     memo: dict = field(default_factory=dict, compare=False, repr=False)
+    #: sender -> its targets in the matrix's failures whose overlay path fails (`PATH_KINDS`),
+    #: as `build_matrix_and_paths` found them (None: work them out from the failures)
+    path_out: Mapping[str, frozenset[str]] | None = field(default=None, compare=False,
+                                                         repr=False)
 
     def trusted(self, sender: str) -> bool:
         d = self.live.get(sender)

@@ -20,8 +20,7 @@ from collections import Counter
 from dataclasses import dataclass
 from functools import partial
 from sys import intern as sys_intern
-from itertools import chain, count, filterfalse, groupby
-from operator import itemgetter
+from itertools import chain, count, filterfalse
 from typing import Any, Iterable, Mapping, NamedTuple, Sequence, Union
 
 from agent.report import NodeReport, Severity
@@ -467,6 +466,8 @@ MAX_ROUNDS_BACK = 5
 
 #: kinds -> kinds + "wire" (a handful of distinct sets, shared instead of re-allocated)
 _WITH_WIRE: dict[frozenset[str], frozenset[str]] = {}
+#: kinds -> whether they touch the overlay path (`PATH_KINDS`), looked up per set, not per pair
+_IS_PATH: dict[frozenset[str], bool] = {}
 #: A sender's wire probes go out just after its report's `collected_at` (checks first, then
 #: the probe round); a receiver counts them in the report that closes the window they arrived
 #: in: its first report collected at or after them, or the next one when they came late. A
@@ -531,8 +532,10 @@ class CaptureWindows:
 
 
 def _sender_statuses(sender: NodeDigest, targets: Iterable[str], windows: CaptureWindows,
-                     failures: dict[tuple[str, str], PairStatus]) -> None:
-    """The PairStatus of one sender to each of `targets` that fails, added to `failures`.
+                     failures: dict[tuple[str, str], PairStatus]
+                     ) -> tuple[list[str], list[str]]:
+    """The PairStatus of one sender to each of `targets` that fails, added to `failures`;
+    returns those targets, and those of them whose overlay path fails (`PATH_KINDS`).
 
     Wire probes: how many of them the target's capture saw, over the target's windows that
     can hold them (from `WINDOW_GUARD_FRACTION` of the sender's interval before its report
@@ -547,6 +550,9 @@ def _sender_statuses(sender: NodeDigest, targets: Iterable[str], windows: Captur
                                           else DEFAULT_INTERVAL_S)
     latest_at, rows_of = windows.latest_at, windows._rows
     new_tuple = tuple.__new__
+    failing: list[str] = []
+    path_failing: list[str] = []
+    is_path = _IS_PATH
     for t in targets:
         kinds = lost.get(t, _EMPTY)
         wire_seen = wire_sent = None
@@ -581,6 +587,13 @@ def _sender_statuses(sender: NodeDigest, targets: Iterable[str], windows: Captur
         failures[(name, t)] = new_tuple(PairStatus, (name, t, kinds, 1, kinds, wire_seen,
                                                      wire_sent,
                                                      got is not None and "tcp-control" in got))
+        failing.append(t)
+        path = is_path.get(kinds)
+        if path is None:
+            path = is_path[kinds] = not PATH_KINDS.isdisjoint(kinds)
+        if path:
+            path_failing.append(t)
+    return failing, path_failing
 
 
 def known_targets(sender: NodeDigest, targets: frozenset[str] | set[str],
@@ -807,11 +820,16 @@ def _by_node_id(names: Iterable[str], values: Iterable[float], missing: float) -
 def _round_failures(senders: Iterable[NodeDigest], windows: CaptureWindows,
                     only: frozenset[str] | None,
                     pairs: Mapping[str, frozenset[str]] | None = None,
+                    failing_of: dict[str, frozenset[str]] | None = None,
+                    path_of: dict[str, frozenset[str]] | None = None,
                     ) -> tuple[dict, Counter | None, dict | None]:
     """Failures of one round (the senders' digests of that round). `only`: restrict to pairs
     touching these nodes, plus the sender -> targets in `pairs`, and count the probes whose
     path status is known for them (None: the latest round, every pair, uncounted: the caller
-    counts them; the senders are then the capture windows' latest reports)."""
+    counts them; the senders are then the capture windows' latest reports). `failing_of`
+    and `path_of` (the latest round): filled with sender -> its failing targets, and those
+    whose overlay path fails, grouped as they are found instead of regrouped from the
+    failures afterwards."""
     senders = list(senders)
     if only is not None and _around_few(only, windows):
         return _round_failures_around(senders, windows, only, pairs or {})
@@ -834,15 +852,24 @@ def _round_failures(senders: Iterable[NodeDigest], windows: CaptureWindows,
         for key in filterfalse(seen.__contains__, judged):
             judged_unseen.setdefault(key >> PAIR_SHIFT, []).append(names[key & PAIR_MASK])
         unseen_of = {names[i]: extra for i, extra in judged_unseen.items()}
+        if failing_of is None:
+            failing_of = {}
+        if path_of is None:
+            path_of = {}
         for d in senders:
             if d.lost or d.name in unseen_of:
                 extra = unseen_of.get(d.name)
                 if extra is not None:
                     mine = set(d.lost)
                     mine.update(extra)
-                    _sender_statuses(d, mine, windows, failures)
+                    got, path = _sender_statuses(d, mine, windows, failures)
                 else:
-                    _sender_statuses(d, d.lost, windows, failures)
+                    got, path = _sender_statuses(d, d.lost, windows, failures)
+                if got:
+                    got_set = failing_of[d.name] = frozenset(got)
+                    if path:
+                        # (usually every failing pair of a sender fails its path, or none)
+                        path_of[d.name] = got_set if len(path) == len(got) else frozenset(path)
     else:
         # an earlier round: its probes were mostly seen in the receivers' earlier reports; a
         # probe seen by a report inside its window (see `_sender_statuses`) is no
@@ -915,9 +942,11 @@ def _round_failures_around(senders: list[NodeDigest], windows: CaptureWindows,
 
 
 def _pair_rounds(prev: Mapping[str, Sequence[NodeDigest]], k: int, windows: CaptureWindows,
-                 pairs: Mapping[str, frozenset[str]]) -> dict:
+                 pairs: Mapping[str, frozenset[str]],
+                 again_of: dict[str, list[frozenset[str]]]) -> dict:
     """Round k + 1 (`prev[sender][k]`) for the given failing pairs only (their round
-    counts)."""
+    counts). `again_of`: each sender's targets among them it probed in that round are
+    appended to its list (what the round counts walk)."""
     failures: dict[tuple[str, str], PairStatus] = {}
     for s_name, ts in pairs.items():
         p = prev.get(s_name)
@@ -925,7 +954,13 @@ def _pair_rounds(prev: Mapping[str, Sequence[NodeDigest]], k: int, windows: Capt
             continue
         sp = p[k]
         if not ts.isdisjoint(sp.targets):  # peers rotate: most were not probed that round
-            _sender_statuses(sp, ts & sp.targets, windows, failures)
+            again = ts & sp.targets
+            _sender_statuses(sp, again, windows, failures)
+            got = again_of.get(s_name)
+            if got is None:
+                again_of[s_name] = [again]
+            else:
+                got.append(again)
     return failures
 
 
@@ -953,6 +988,16 @@ def build_matrix(reports: Mapping[str, ReportLike] | Sequence[ReportLike],
                  history: Mapping[str, Sequence[ReportLike]] | None = None,
                  exclude: Iterable[str] = (), max_rounds_back: int = MAX_ROUNDS_BACK,
                  min_senders: int = 2, full_rounds_back: int = 1) -> ReachabilityMatrix:
+    """The reachability matrix (`build_matrix_and_paths`)."""
+    return build_matrix_and_paths(reports, history, exclude, max_rounds_back, min_senders,
+                                  full_rounds_back)[0]
+
+
+def build_matrix_and_paths(reports: Mapping[str, ReportLike] | Sequence[ReportLike],
+                           history: Mapping[str, Sequence[ReportLike]] | None = None,
+                           exclude: Iterable[str] = (), max_rounds_back: int = MAX_ROUNDS_BACK,
+                           min_senders: int = 2, full_rounds_back: int = 1
+                           ) -> tuple[ReachabilityMatrix, dict[str, frozenset[str]]]:
     """The reachability matrix of the latest round; earlier rounds from `history` (per node,
     its recent reports, any order; the latest may be included) for the nodes involved in a
     failure, so rules can ask "did this hold in the previous round too?". Earlier rounds are
@@ -969,19 +1014,22 @@ def build_matrix(reports: Mapping[str, ReportLike] | Sequence[ReportLike],
     status is unknown unless its echo probe tells.
 
     Nodes in `exclude` (stale agents) are neither senders nor capture witnesses: their data is
-    old. Probes *to* them still appear (the stale rule explains them)."""
+    old. Probes *to* them still appear (the stale rule explains them).
+
+    Also returned: sender -> its targets in the latest round whose overlay path fails
+    (`PATH_KINDS`), found while the failures are worked out (what the partition rule starts
+    from: a partition fails tens of thousands of pairs). Not kept in the matrix, which a
+    collector caches."""
     digests = as_digests(reports)
     excluded = set(exclude)
     live = {n: d for n, d in digests.items() if n not in excluded}
     prev = EarlierRounds(live, history, max_rounds_back)
     windows = CaptureWindows(prev.reports_of, live)
-    latest, _, _ = _round_failures(live.values(), windows, None)
-    # sender -> its failing targets (a sender's pairs are added together, so grouping the
-    # keys in order is one C-level pass per sender, not a Python step per pair)
+    # sender -> its failing targets, in the order of the failures
     pairs: dict[str, frozenset[str]] = {}
-    for s_name, keys in groupby(latest, itemgetter(0)):
-        got = frozenset(map(itemgetter(1), keys))
-        pairs[s_name] = pairs[s_name] | got if s_name in pairs else got
+    path_out: dict[str, frozenset[str]] = {}
+    latest, _, _ = _round_failures(live.values(), windows, None, failing_of=pairs,
+                                   path_of=path_out)
     n_in = Counter(chain.from_iterable(pairs.values()))
     touched = frozenset(pairs).union(n_in)
     candidates = frozenset(n for n in touched
@@ -1023,6 +1071,8 @@ def build_matrix(reports: Mapping[str, ReportLike] | Sequence[ReportLike],
     earlier: list[ProbeRound] = []
     # each failing pair's status in the earlier rounds, that pair alone (its round count)
     pair_rounds: list[dict] = []
+    #: sender -> its failing targets it probed again, one set per earlier round that has any
+    probed_again: dict[str, list[frozenset[str]]] = {}
     depth = prev.depth() if latest else 0
     if depth:
         def in_scope(sender: str, target: str) -> bool:
@@ -1030,7 +1080,7 @@ def build_matrix(reports: Mapping[str, ReportLike] | Sequence[ReportLike],
                     or target in pairs.get(sender, ()))
 
         for k in range(depth):
-            pair_rounds.append(_pair_rounds(prev, k, windows, pairs))
+            pair_rounds.append(_pair_rounds(prev, k, windows, pairs, probed_again))
             if k < full_rounds_back:
                 # what node-level rules confirm against: every pair around the candidates,
                 # computed when a rule asks
@@ -1046,14 +1096,8 @@ def build_matrix(reports: Mapping[str, ReportLike] | Sequence[ReportLike],
     # pair its sender probed in none of its kept earlier rounds has failed one round: it
     # stays as it is (most pairs, when peers rotate), without a step per pair
     failures = dict(latest)
-    depth = len(pair_rounds)
-    for s_name, ts in pairs.items():
-        sp_list = prev.get(s_name)
-        if not sp_list:
-            continue
-        again = [ts & p.targets for p in sp_list[:depth] if not ts.isdisjoint(p.targets)]
-        if not again:
-            continue
+    for s_name, again in probed_again.items():
+        sp_list = prev[s_name]
         for t in set().union(*again) if len(again) > 1 else again[0]:
             key = (s_name, t)
             st = latest[key]
@@ -1074,4 +1118,4 @@ def build_matrix(reports: Mapping[str, ReportLike] | Sequence[ReportLike],
         nodes=tuple(sorted(digests)), failures=failures, probed_in=probed_in,
         probed_out=probed_out, pairs_probed=sum(len(d.targets) for d in live.values()),
         digests=digests, rounds=tuple(rounds), windows=windows,
-        previous=prev if history else None, previous_limit=max_rounds_back)
+        previous=prev if history else None, previous_limit=max_rounds_back), path_out

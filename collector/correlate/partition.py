@@ -13,6 +13,8 @@ Cost: union-find over the working pairs, run only when at least
 from __future__ import annotations
 
 import math
+from itertools import repeat
+from typing import AbstractSet, Mapping
 
 from agent.report import Severity
 from collector.correlate.base import (ClusterView, RuleResult, _Acc, diagnosis, name_list,
@@ -47,6 +49,19 @@ def components(nodes: list[str], stars) -> dict[str, str]:
     return {n: find(n) for n in nodes}
 
 
+def failing_paths(view: ClusterView) -> Mapping[str, AbstractSet[str]]:
+    """Sender -> its targets whose overlay path fails in the latest round (every failing
+    pair of the matrix): `view.path_out` when the matrix's builder kept it, else worked out
+    pair by pair from the failures (the same sets)."""
+    if view.path_out is not None:
+        return view.path_out
+    out: dict[str, set[str]] = {}
+    for (s, t), st in view.matrix.failures.items():
+        if not PATH_KINDS.isdisjoint(st.kinds):
+            out.setdefault(s, set()).add(t)
+    return out
+
+
 def evaluate(view: ClusterView) -> RuleResult:
     acc = _Acc()
     cfg = view.config
@@ -54,28 +69,9 @@ def evaluate(view: ClusterView) -> RuleResult:
     live = [n for n in view.live if n not in view.blamed]
     if len(live) < 4 or not m.pairs_probed:
         return acc.result()
-    # sender -> targets whose overlay path fails (the kind sets are a handful of shared
-    # objects: whether one touches the path is looked up once per set, not per pair)
-    fail_out: dict[str, set[str]] = {}
-    #: sender -> its failing path pairs (the matrix's own key tuples)
-    keys_out: dict[str, list[tuple[str, str]]] = {}
-    is_path: dict[frozenset[str], bool] = {}
-    n_path = 0
-    for key, st in m.failures.items():
-        kinds = st.kinds
-        path = is_path.get(kinds)
-        if path is None:
-            path = is_path[kinds] = not PATH_KINDS.isdisjoint(kinds)
-        if path:
-            n_path += 1
-            s = key[0]
-            got = fail_out.get(s)
-            if got is None:
-                fail_out[s] = {key[1]}
-                keys_out[s] = [key]
-            else:
-                got.add(key[1])
-                keys_out[s].append(key)
+    # sender -> targets whose overlay path fails (usually as the matrix found them)
+    fail_out = failing_paths(view)
+    n_path = sum(map(len, fail_out.values()))
     if n_path < cfg.partition_min_failing_fraction * m.pairs_probed:
         return acc.result()
     live_set = set(live)
@@ -176,8 +172,6 @@ def evaluate(view: ClusterView) -> RuleResult:
         a = side_of.get(s)
         if a is None:
             continue
-        if ts <= others[a]:
-            acc.explains.update(keys_out[s])
-        else:
-            acc.explains.update(key for key in keys_out[s] if key[1] in others[a])
+        # (pair tuples made by C-level zip: tens of thousands of them)
+        acc.explains.update(zip(repeat(s), ts if ts <= others[a] else ts & others[a]))
     return acc.result()
