@@ -466,8 +466,6 @@ MAX_ROUNDS_BACK = 5
 
 #: kinds -> kinds + "wire" (a handful of distinct sets, shared instead of re-allocated)
 _WITH_WIRE: dict[frozenset[str], frozenset[str]] = {}
-#: kinds -> whether they touch the overlay path (`PATH_KINDS`), looked up per set, not per pair
-_IS_PATH: dict[frozenset[str], bool] = {}
 #: A sender's wire probes go out just after its report's `collected_at` (checks first, then
 #: the probe round); a receiver counts them in the report that closes the window they arrived
 #: in: its first report collected at or after them, or the next one when they came late. A
@@ -535,7 +533,8 @@ def _sender_statuses(sender: NodeDigest, targets: Iterable[str], windows: Captur
                      failures: dict[tuple[str, str], PairStatus]
                      ) -> tuple[list[str], list[str]]:
     """The PairStatus of one sender to each of `targets` that fails, added to `failures`;
-    returns those targets, and those of them whose overlay path fails (`PATH_KINDS`).
+    returns the `targets` that do not fail, and the failing ones whose overlay path works
+    (no `PATH_KINDS`).
 
     Wire probes: how many of them the target's capture saw, over the target's windows that
     can hold them (from `WINDOW_GUARD_FRACTION` of the sender's interval before its report
@@ -550,12 +549,14 @@ def _sender_statuses(sender: NodeDigest, targets: Iterable[str], windows: Captur
                                           else DEFAULT_INTERVAL_S)
     latest_at, rows_of = windows.latest_at, windows._rows
     new_tuple = tuple.__new__
-    failing: list[str] = []
-    path_failing: list[str] = []
-    is_path = _IS_PATH
+    # the exceptions only (most targets asked about fail, and fail their path: a partition's
+    # tens of thousands of pairs take no extra step)
+    skipped: list[str] = []
+    not_path: list[str] = []
     for t in targets:
         kinds = lost.get(t, _EMPTY)
         wire_seen = wire_sent = None
+        wired = False
         if t in wire_targets:
             wire_sent = ws if type(ws) is int else ws.get(t, 0)
             t_at = latest_at.get(t)
@@ -580,20 +581,18 @@ def _sender_statuses(sender: NodeDigest, targets: Iterable[str], windows: Captur
                         if with_wire is None:
                             with_wire = _WITH_WIRE[kinds] = frozenset(kinds | {"wire"})
                         kinds = with_wire
+                        wired = True
         if not kinds:
+            skipped.append(t)
             continue
         got = answered.get(t)
         # tuple.__new__ directly: a NamedTuple's own __new__ is one more Python call per pair
         failures[(name, t)] = new_tuple(PairStatus, (name, t, kinds, 1, kinds, wire_seen,
                                                      wire_sent,
                                                      got is not None and "tcp-control" in got))
-        failing.append(t)
-        path = is_path.get(kinds)
-        if path is None:
-            path = is_path[kinds] = not PATH_KINDS.isdisjoint(kinds)
-        if path:
-            path_failing.append(t)
-    return failing, path_failing
+        if not wired and PATH_KINDS.isdisjoint(kinds):
+            not_path.append(t)
+    return skipped, not_path
 
 
 def known_targets(sender: NodeDigest, targets: frozenset[str] | set[str],
@@ -862,14 +861,16 @@ def _round_failures(senders: Iterable[NodeDigest], windows: CaptureWindows,
                 if extra is not None:
                     mine = set(d.lost)
                     mine.update(extra)
-                    got, path = _sender_statuses(d, mine, windows, failures)
                 else:
-                    got, path = _sender_statuses(d, d.lost, windows, failures)
+                    mine = d.lost
+                skipped, not_path = _sender_statuses(d, mine, windows, failures)
+                got = frozenset(mine).difference(skipped) if skipped else frozenset(mine)
                 if got:
-                    got_set = failing_of[d.name] = frozenset(got)
-                    if path:
-                        # (usually every failing pair of a sender fails its path, or none)
-                        path_of[d.name] = got_set if len(path) == len(got) else frozenset(path)
+                    failing_of[d.name] = got
+                    if not not_path:  # (usually every failing pair of a sender fails its path)
+                        path_of[d.name] = got
+                    elif len(not_path) < len(got):
+                        path_of[d.name] = got.difference(not_path)
     else:
         # an earlier round: its probes were mostly seen in the receivers' earlier reports; a
         # probe seen by a report inside its window (see `_sender_statuses`) is no
