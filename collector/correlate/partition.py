@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from itertools import repeat
-from typing import AbstractSet, Mapping
+from collections.abc import Mapping
 
 from agent.report import Severity
 from collector.correlate.base import (ClusterView, RuleResult, _Acc, diagnosis, name_list,
@@ -49,7 +49,7 @@ def components(nodes: list[str], stars) -> dict[str, str]:
     return {n: find(n) for n in nodes}
 
 
-def failing_paths(view: ClusterView) -> Mapping[str, AbstractSet[str]]:
+def failing_paths(view: ClusterView) -> Mapping[str, frozenset[str] | set[str]]:
     """Sender -> its targets whose overlay path fails in the latest round (every failing
     pair of the matrix): `view.path_out` when the matrix's builder kept it, else worked out
     pair by pair from the failures (the same sets)."""
