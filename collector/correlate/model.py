@@ -613,6 +613,22 @@ def path_known(sender: NodeDigest, target: str, windows: CaptureWindows) -> bool
     return target in sender.wire_targets and windows.judged(sender, target)
 
 
+def _older_in_order(history: Sequence[ReportLike] | None,
+                    latest: NodeDigest) -> list[NodeDigest] | None:
+    """The usual shape of a node's history (a collector's rounds, oldest first, `latest`
+    last, times strictly increasing): its earlier digests newest first; None for any other
+    shape (`previous_rounds` sorts that out)."""
+    if not history or history[-1] is not latest:
+        return None
+    older = history[-2::-1]
+    at = latest.collected_at
+    for x in older:
+        if type(x) is not NodeDigest or not x.collected_at < at:
+            return None
+        at = x.collected_at
+    return older  # type: ignore[return-value]
+
+
 class EarlierRounds(Mapping):
     """Live node -> its earlier rounds, newest first (`previous_rounds`, at most `limit`; a
     node without any is absent), worked out for a node when first read: a healthy cluster's
@@ -630,20 +646,12 @@ class EarlierRounds(Mapping):
     def _load(self, n: str) -> list[NodeDigest]:
         d = self._live[n]
         h = self._history.get(n)
-        if h and h[-1] is d:
-            # the usual shape (a collector's rounds, oldest first, the latest last): the
-            # history itself when its times strictly increase and it is not too long
-            older = h[-2::-1]
-            at = d.collected_at
-            for x in older:
-                if type(x) is not NodeDigest or not x.collected_at < at:
-                    break
-                at = x.collected_at
-            else:
-                p = older[:self._limit]
-                self._prev[n] = p
-                self._reports[n] = h if len(older) <= self._limit else p[::-1] + [d]
-                return p
+        older = _older_in_order(h, d)
+        if older is not None:
+            p = older[:self._limit]
+            self._prev[n] = p
+            self._reports[n] = h if len(older) <= self._limit else p[::-1] + [d]
+            return p
         p = previous_rounds(d, h, self._limit) if h else []
         self._prev[n] = p
         self._reports[n] = p[::-1] + [d]
@@ -694,14 +702,9 @@ class EarlierRounds(Mapping):
             if n in prev:
                 continue
             h = history.get(n)
-            if h and h[-1] is d and len(h) <= limit + 1:
-                older = h[-2::-1]
-                at = d.collected_at
-                for x in older:
-                    if type(x) is not NodeDigest or not x.collected_at < at:
-                        break
-                    at = x.collected_at
-                else:
+            if h and len(h) <= limit + 1:
+                older = _older_in_order(h, d)
+                if older is not None:
                     prev[n] = older
                     reports[n] = h
                     continue
