@@ -476,3 +476,33 @@ async def test_the_peer_list_goes_gzipped_to_clients_that_accept_it(client) -> N
                              headers={**AUTH, "Accept-Encoding": "gzip",
                                       "X-Netdiag-Peers-Version": version})
     assert "Content-Encoding" not in resp.headers and (await resp.json())["peers"] is None
+
+
+async def test_background_correlation_waits_out_a_burst_of_reports(monkeypatch, tmp_path) -> None:
+    import asyncio
+
+    import collector.app as app_module
+    from collector.app import CollectorState, wait_for_ingest_lull
+
+    monkeypatch.setattr(app_module, "BUSY_PROBE_S", 0.02)
+    monkeypatch.setattr(app_module, "CORRELATE_MAX_DEFER_S", 0.2)
+    monkeypatch.setattr(app_module, "BUSY_REPORTS_PER_S", 1000.0)  # 20 per probe
+    state = CollectorState(config=config_for(tmp_path), store=None, metrics=None)  # type: ignore
+    assert await wait_for_ingest_lull(state) == pytest.approx(0.02)  # quiet: one probe
+
+    async def burst(seconds: float) -> None:
+        loop = asyncio.get_running_loop()
+        end = loop.time() + seconds
+        while loop.time() < end:
+            state.received += 5
+            await asyncio.sleep(0.001)
+
+    busy = asyncio.create_task(burst(10.0))
+    try:
+        assert await wait_for_ingest_lull(state) == pytest.approx(0.2)  # gives up at the cap
+    finally:
+        busy.cancel()
+    short = asyncio.create_task(burst(0.07))
+    waited = await wait_for_ingest_lull(state)
+    await short
+    assert 0.06 <= waited < 0.2  # went on once the burst ended
