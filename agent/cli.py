@@ -131,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     collector.add_argument("--decode-workers", type=int, default=1, metavar="N",
                            help="processes that decode and validate posted reports, so the "
                                 "service's own core serves HTTP and keeps state (default 1, "
-                                "~20 MB each; 0: decode in the service process)")
+                                "~10-12 MB each; 0: decode in the service process)")
 
     analyze = sub.add_parser(
         "analyze", help="offline triage of pasted command output",

@@ -41,9 +41,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from agent.report import Diagnosis, NodeReport, Severity
 from collector.correlate import DEFAULT_CONFIG, digest_report
 from collector.correlate.model import ProbeIndex, digest_indexed
-# parse_report_body and ReceivedReport are re-exported: callers and tests know them from here
-from collector.decode import (ReceivedReport, ReportRejected, intern_strings,  # noqa: F401
-                              parse_report_body)
+from collector.decode import ReportRejected, intern_strings
 from collector.decode_pool import DecodePool
 from collector.metrics import CollectorMetrics
 from collector.render import build_report_state, render_report_json, render_report_text

@@ -12,8 +12,9 @@ a 16-peer report takes the collector ~31 us, against ~44 us to unpickle the data
 it loads; what arrives from the network is JSON, decoded by orjson inside the child.
 
 `netdiag collector` forks its workers before it starts any thread (`DecodePool.prefork`): a
-forked worker shares the collector's imported code with it, so it adds ~6 MB of memory instead
-of the ~23 MB of a freshly started interpreter (proportional set size, measured). Workers
+forked worker shares the collector's imported code with it: with 5,000 nodes it added 10-12 MB
+to the pair's proportional set size (ingest bench), where a freshly started interpreter is
+~23 MB before any work. Workers
 started later (a replacement, or a pool made inside a running event loop, as in tests) are
 spawned as new interpreters.
 

@@ -3,7 +3,6 @@ list, /report, /metrics, and a restart on the same database."""
 
 from __future__ import annotations
 
-import copy
 import json
 from typing import Any
 
@@ -311,7 +310,7 @@ async def test_refuses_new_nodes_beyond_the_cap(aiohttp_client, tmp_path) -> Non
 
 from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
 
-from collector.app import ReportRejected, parse_report_body  # noqa: E402
+from collector.decode import ReportRejected, parse_report_body  # noqa: E402
 
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers(-2**70, 2**70)
@@ -435,12 +434,13 @@ def test_kept_rounds_correlate_and_render_like_whole_reports() -> None:
 
 
 def test_a_posted_body_digests_like_the_whole_report() -> None:
-    """The collector digests posted bodies from rows (no probe objects): every digest field
-    must equal the digest of the whole report."""
+    """The collector digests posted bodies from per-peer sums (no probe objects): every
+    digest field must equal the digest of the whole report."""
     import dataclasses
 
     from agent.report import NodeReport
-    from collector.correlate import digest_report, digest_rows
+    from collector.correlate import digest_indexed, digest_report
+    from collector.decode import decode_report
 
     raw = node_report("node1", "192.168.77.11")
     raw["probes"] = [{"peer": f"node{j}", "peer_ip": f"192.168.77.1{j}", "kind": kind,
@@ -450,8 +450,8 @@ def test_a_posted_body_digests_like_the_whole_report() -> None:
                      for j in range(2, 6) for kind in ("wire", "echo", "mtu")]
     raw["seen"] = [{"peer": f"node{j}", "peer_ip": "", "kind": kind, "count": j - 2}
                    for j in range(2, 6) for kind in ("wire", "echo")]
-    received = parse_report_body(json.dumps(raw).encode())
-    from_rows = digest_rows(received.report, received.probes, received.seen)
+    decoded = decode_report(json.dumps(raw).encode())
+    from_rows = digest_indexed(decoded.report, decoded.index)
     whole = digest_report(NodeReport.from_dict(raw))
     assert whole.lost and whole.answered and whole.seen_wire  # the sample exercises them
     for f in dataclasses.fields(whole):

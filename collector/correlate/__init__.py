@@ -71,11 +71,12 @@ from collector.correlate import (config_mismatch, drift, kube_proxy, mtu, node_b
 from collector.correlate.base import DEFAULT_CONFIG, ClusterView, CorrelationConfig, RuleResult
 from collector.correlate.model import (NodeDigest, PairStatus, ReachabilityMatrix, ReportLike,
                                        as_digests, build_matrix, build_matrix_and_paths,
-                                       digest_report, digest_rows,
+                                       digest_indexed, digest_report, index_probe_rows,
                                        flatten_facts)
 from collector.correlate.timeline import explain_timeline
 
-__all__ = ["correlate", "correlate_with_matrix", "digest_report", "digest_rows", "build_matrix",
+__all__ = ["correlate", "correlate_with_matrix", "digest_report", "digest_indexed",
+           "index_probe_rows", "build_matrix",
            "explain_timeline", "CorrelationConfig", "DEFAULT_CONFIG", "NodeDigest",
            "PairStatus", "ReachabilityMatrix", "flatten_facts", "sort_diagnoses"]
 
