@@ -9,6 +9,21 @@ def _ids(diags):
     return [(d.id, d.nodes) for d in diags]
 
 
+def one_way_block(node: str, direction: str):  # type: ignore[no-untyped-def]
+    """lost(sender, target) for a fabric dropping UDP 8472 into ("in") or out of ("out")
+    `node`: the probes that cross the blocked direction are lost (wire probes one way; echo
+    and MTU probes, whose answers cross it, the other way)."""
+    def lost(s: str, t: str) -> set[str]:
+        # whose end of the pair is `node` decides which probes cross the blocked direction
+        wire_end, answer_end = (t, s) if direction == "in" else (s, t)
+        if wire_end == node:
+            return {"wire"}
+        if answer_end == node:
+            return {"echo", "mtu"}
+        return set()
+    return lost
+
+
 def test_fabric_drop_to_one_node_blames_it_and_says_fabric() -> None:
     sim = simulate(nodes(5), lost=lambda s, t: {"wire"} if t == "node2" else set())
     diags = correlate(sim.latest, sim.now, sim.history)
@@ -67,13 +82,7 @@ def test_unhealthy_sender_is_not_evidence() -> None:
 def test_inbound_block_also_loses_the_nodes_own_echo_replies_but_is_not_isolated() -> None:
     # fabric drops UDP 8472 into node2: peers' probes never arrive, and node2's own echoes
     # arrive at the peers but their replies (VXLAN into node2) are dropped too
-    def lost(s: str, t: str) -> set[str]:
-        if t == "node2":
-            return {"wire"}
-        if s == "node2":
-            return {"echo", "mtu"}
-        return set()
-
+    lost = one_way_block("node2", "in")
     sim = simulate(nodes(4), lost=lost)
     diags = correlate(sim.latest, sim.now, sim.history)
     assert _ids(diags) == [("overlay.node-inbound-blocked", ("node2",))]
@@ -100,13 +109,7 @@ def test_inbound_not_yet_confirmed_gives_no_outbound_or_pair_verdict() -> None:
 def test_outbound_block_also_loses_answers_to_peers_but_is_not_isolated() -> None:
     # fabric drops UDP 8472 out of node2: its probes never arrive, and the peers' probes
     # reach node2 (its capture sees them) but node2's answers die on the way out
-    def lost(s: str, t: str) -> set[str]:
-        if s == "node2":
-            return {"wire"}
-        if t == "node2":
-            return {"echo", "mtu"}
-        return set()
-
+    lost = one_way_block("node2", "out")
     sim = simulate(nodes(4), lost=lost)
     diags = correlate(sim.latest, sim.now, sim.history)
     assert _ids(diags) == [("overlay.node-outbound-blocked", ("node2",))]
@@ -208,13 +211,7 @@ def test_outbound_block_is_not_isolated_while_receivers_have_not_reported() -> N
     from tests.correlate_builder import Simulation, build_round
     names = nodes(4)
 
-    def lost(s: str, t: str) -> set[str]:
-        if s == "node2":
-            return {"wire"}
-        if t == "node2":
-            return {"echo", "mtu"}
-        return set()
-
+    lost = one_way_block("node2", "out")
     rounds = []
     for r in range(3):
         rounds.append({n: rep for n, rep in build_round(names, 1000.0 + 10 * r, lost).items()
