@@ -13,6 +13,9 @@ node is probed by exactly K peers per round), then times, per scenario:
 - json: `build_report_state` + `render_report_json` + `json.dumps`;
 - text: `render_report_text` (lines, widest line).
 
+Python's GC runs with the collector's settings (`collector.main.tune_gc`: a young-generation
+threshold of 20,000), as in the collector process these functions run in.
+
 `--phased`: rounds are not synchronised (each node at its own phase of the interval, and a
 receiver counts a sender's probes in its first report after them), as in a real cluster.
 
@@ -38,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from agent.report import (Finding, NodeInfo, NodeReport, OverlayDevice, ProbeResult,  # noqa: E402
                           RttStats, SeenCount, Severity)
 from collector.correlate import correlate_with_matrix, digest_report  # noqa: E402
+from collector.main import tune_gc  # noqa: E402
 from collector.render import (build_report_state, render_report_json,  # noqa: E402
                               render_report_text)
 
@@ -164,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--phased", action="store_true",
                     help="unsynchronised rounds: every node at its own phase of the interval")
     args = ap.parse_args(argv)
+    # the collector's GC settings (collector.main.tune_gc): correlation and /report run there
+    tune_gc()
     names = [f"node-{i:05d}" for i in range(args.nodes)]
     print(f"{args.nodes} nodes, {args.peers} peers/round, {len(KINDS)} probe kinds, "
           f"{args.rounds} rounds of history, {'phased' if args.phased else 'synchronised'} "
