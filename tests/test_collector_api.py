@@ -369,9 +369,9 @@ def test_shared_values_leave_digests_equal_and_share_what_repeats() -> None:
     for before, after in zip(raw, shared):
         for f in dataclasses.fields(before):
             assert getattr(before, f.name) == getattr(after, f.name), f.name
-    # The same probe-kind set answered by both nodes' peer is one object afterwards.
-    a, b = (d.answered["node9"] for d in shared)
-    assert a == b and a is b
+    # Both nodes' equal flattened facts are one object afterwards (not before).
+    assert raw[0].facts == raw[1].facts and raw[0].facts is not raw[1].facts
+    assert shared[0].facts is shared[1].facts
 
 
 async def test_a_store_failure_is_a_503_and_changes_nothing(client, monkeypatch) -> None:
@@ -447,13 +447,13 @@ def test_a_posted_body_digests_like_the_whole_report() -> None:
                       "sent": 0 if (j, kind) == (4, "mtu") else 3,
                       "answered": None if kind == "wire" else (0 if j == 3 else 2),
                       "rtt_ms": None, "error": ""}
-                     for j in range(2, 6) for kind in ("wire", "echo", "mtu")]
+                     for j in range(2, 6) for kind in ("wire", "echo", "mtu", "tcp-control")]
     raw["seen"] = [{"peer": f"node{j}", "peer_ip": "", "kind": kind, "count": j - 2}
                    for j in range(2, 6) for kind in ("wire", "echo")]
     decoded = decode_report(json.dumps(raw).encode())
     from_rows = digest_indexed(decoded.report, decoded.index)
     whole = digest_report(NodeReport.from_dict(raw))
-    assert whole.lost and whole.answered and whole.seen_wire  # the sample exercises them
+    assert whole.lost and whole.tcp_answered and whole.seen_wire  # the sample exercises them
     for f in dataclasses.fields(whole):
         if f.name != "report":
             assert getattr(from_rows, f.name) == getattr(whole, f.name), f.name

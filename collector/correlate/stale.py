@@ -58,8 +58,7 @@ def evaluate(view: ClusterView, ages: dict[str, float]) -> RuleResult:
             evidence.append(f"live peers' probes to {name} fail: "
                             f"{name_list({st.sender for st in in_fail})}")
             evidence += pair_lines(in_fail)
-        tcp_ok = [n for n, d in view.live.items()
-                  if "tcp-control" in d.answered.get(name, ())]
+        tcp_ok = [n for n, d in view.live.items() if name in d.tcp_answered]
         if tcp_fail and not tcp_ok:
             severity = Severity.ERROR
             title += "; peers cannot reach it either (node down or cut off)"
