@@ -40,8 +40,8 @@ apart. Where the evidence cannot separate causes the title says so ("node2 or th
 front of it", "insufficient evidence to blame ...").
 
 Data (model.py): `NodeDigest` (one report indexed: targets, lost kinds per peer, wire probes
-seen, scalar facts flattened to dotted keys; ~3.6 kB as a collector keeps it), `ReachabilityMatrix` (failing pairs per
-round as `PairStatus`, probed counts). Thresholds: `CorrelationConfig` (base.py).
+seen, scalar facts flattened to dotted keys; ~3.6 kB as a collector keeps it),
+`ReachabilityMatrix` (failing pairs per round as `PairStatus`, probed counts). Thresholds: `CorrelationConfig` (base.py).
 
 Rules (one module each, run root causes first; an earlier diagnosis folds the probe failures
 it explains so they are not reported again):
