@@ -166,6 +166,13 @@ class CollectorState:
     #: reports accepted since start (the background correlation watches the rate)
     received: int = 0
 
+    def changed(self) -> None:
+        """The kept reports changed: a new state version, and the cached correlation is
+        dropped (it is never served for another version, and it holds the digests it was
+        computed from: while reports stream in, those are the rounds they replace)."""
+        self.version += 1
+        self.verdicts = None
+
     def rebuild_peers(self) -> None:
         started = time.perf_counter()
         peers = [self.nodes[n].peer for n in sorted(self.nodes)]
@@ -466,7 +473,7 @@ def _remember(state: CollectorState, report: NodeReport, received_at: float,
                                               peer, report.worst)
     entry.add_round(digest_round(report, index))
     entry.received_at, entry.peer, entry.worst = received_at, peer, report.worst
-    state.version += 1
+    state.changed()
     if changed:
         state.peers_dirty = True
 
@@ -563,7 +570,7 @@ async def _on_startup(app: web.Application) -> None:
         state.metrics.node_reported(name, received_at)
     state.open_since = await state.store.call(state.store.store.open_diagnoses)
     state.rebuild_peers()
-    state.version += 1
+    state.changed()
     if rows:
         log.info("loaded the latest reports of %d node(s) from %s", len(state.nodes),
                  state.config.db_path)
@@ -577,10 +584,10 @@ async def _correlate_loop(state: CollectorState) -> None:
     """Keeps the timeline current even when nobody asks for /report."""
     while True:
         try:
-            v = await current_verdicts(state)
+            # (only its duration is kept: the next report drops the correlation itself)
+            took = (await current_verdicts(state)).duration_s
             # At most ~1/(1+CORRELATE_DUTY) of a core goes to background correlation.
-            await asyncio.sleep(max(state.config.correlate_period_s,
-                                    CORRELATE_DUTY * v.duration_s))
+            await asyncio.sleep(max(state.config.correlate_period_s, CORRELATE_DUTY * took))
             await wait_for_ingest_lull(state)
         except asyncio.CancelledError:
             raise
@@ -629,7 +636,7 @@ async def prune(state: CollectorState) -> list[str]:
         state.nodes.pop(name, None)
     if forgotten:
         state.peers_dirty = True
-        state.version += 1
+        state.changed()
         log.info("forgot %d node(s) silent for %.0f s: %s", len(forgotten),
                  state.config.forget_after_s, ", ".join(forgotten[:10]))
     return forgotten

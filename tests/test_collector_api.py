@@ -506,3 +506,37 @@ async def test_background_correlation_waits_out_a_burst_of_reports(monkeypatch, 
     waited = await wait_for_ingest_lull(state)
     await short
     assert 0.06 <= waited < 0.2  # went on once the burst ended
+
+
+async def test_a_new_report_drops_the_cached_correlation(aiohttp_client, tmp_path) -> None:
+    # The cached correlation holds the digests it was computed from; once a report changes
+    # the state it is never served again, so nothing may keep it (and them) alive: neither
+    # the state nor the background loop between its runs.
+    import asyncio
+    import weakref
+
+    import collector.app as app_module
+
+    app = make_app(config_for(tmp_path, correlate_period_s=60.0))
+    client = await aiohttp_client(app)
+    state = app[STATE]
+    await client.post("/api/v1/reports", json=node_report("node1", "1.2.3.4"), headers=AUTH)
+    served = weakref.ref(await app_module.current_verdicts(state))
+    assert state.verdicts is served() is await app_module.current_verdicts(state)  # cached
+    state.verdicts.computed_at -= app_module.VIEW_MAX_AGE_S  # aged: the loop correlates again
+    loop_task = asyncio.create_task(app_module._correlate_loop(state))
+    try:
+        for _ in range(500):
+            await asyncio.sleep(0.01)
+            if state.verdicts is not served():
+                break
+        background = weakref.ref(state.verdicts)
+        assert served() is None and background() is not None
+        await client.post("/api/v1/reports", json=node_report("node2", "1.2.3.5"),
+                          headers=AUTH)
+        assert state.verdicts is None and background() is None
+    finally:
+        loop_task.cancel()
+        await asyncio.gather(loop_task, return_exceptions=True)
+    doc = await (await client.get("/report", params={"format": "json"})).json()
+    assert sorted(n["name"] for n in doc["nodes"]) == ["node1", "node2"]
