@@ -398,13 +398,13 @@ def test_kept_rounds_correlate_and_render_like_whole_reports() -> None:
     """The collector keeps digests of slimmed reports (no probes, seen, facts): correlation
     and both renderings must be the same as from the whole reports."""
     from agent.report import NodeReport
-    from collector.app import correlate_entries, digest_round, render_json, strip_report
+    from collector.app import NodeEntry, correlate_entries, digest_round, render_json
     from collector.correlate import digest_report
     from collector.render import render_report_text
 
     now = 1_700_000_100.0
     whole: dict[str, list] = {}
-    kept: dict[str, list] = {}
+    kept: dict[str, NodeEntry] = {}
     for r in range(3):
         for i in range(1, 6):
             facts = {"ip_forward": 1, "rp_filter": {"all": 2 if i == 4 else 0}}
@@ -418,17 +418,17 @@ def test_kept_rounds_correlate_and_render_like_whole_reports() -> None:
                             "count": 0 if i == 3 else 3} for j in range(1, 6) if j != i]
             report = NodeReport.from_dict(raw)
             whole.setdefault(report.node.name, []).append(digest_report(report))
-            rounds = kept.setdefault(report.node.name, [])
-            if rounds:
-                rounds[-1] = strip_report(rounds[-1])
-            rounds.append(digest_round(report))
+            entry = kept.setdefault(report.node.name, NodeEntry(
+                report.node.name, now, (), {}, report.worst))
+            entry.add_round(digest_round(report), keep=3)
 
     def outputs(rounds: dict[str, list]) -> tuple:
         state = correlate_entries([(n, now, r) for n, r in rounds.items()], now)
         return (render_json(state, {}, {}), render_report_text(state),
                 [d.to_dict() for d in state.diagnoses])
 
-    full, slim = outputs(whole), outputs(kept)
+    full = outputs(whole)
+    slim = outputs({n: list(e.rounds) for n, e in kept.items()})
     assert full[2], "the sample should produce diagnoses (node3 unreachable, rp_filter drift)"
     assert slim == full
 
@@ -540,3 +540,19 @@ async def test_a_new_report_drops_the_cached_correlation(aiohttp_client, tmp_pat
         await asyncio.gather(loop_task, return_exceptions=True)
     doc = await (await client.get("/report", params={"format": "json"})).json()
     assert sorted(n["name"] for n in doc["nodes"]) == ["node1", "node2"]
+
+
+def test_a_node_keeps_its_last_rounds_and_only_the_latest_whole() -> None:
+    from agent.report import NodeReport
+    from collector.app import NodeEntry, digest_round
+
+    entry = NodeEntry("node1", 0.0, (), {}, NodeReport.from_dict(node_report("node1", "")).worst)
+    for r in range(4):
+        entry.add_round(digest_round(NodeReport.from_dict(
+            node_report("node1", "192.168.77.11", collected_at=1_700_000_000.0 + 30 * r))),
+            keep=3)
+        assert len(entry.rounds) == min(r + 1, 3)
+    assert [d.collected_at for d in entry.rounds] == [1_700_000_030.0 + 30 * r for r in range(3)]
+    assert entry.latest is entry.rounds[-1] and entry.latest.report.findings
+    assert [d.report.findings for d in entry.rounds[:-1]] == [(), ()]  # earlier rounds stripped
+    assert [d.report.node.name for d in entry.rounds] == ["node1"] * 3
