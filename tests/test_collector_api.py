@@ -372,6 +372,11 @@ def test_shared_values_leave_digests_equal_and_share_what_repeats() -> None:
     # Both nodes' equal flattened facts are one object afterwards (not before).
     assert raw[0].facts == raw[1].facts and raw[0].facts is not raw[1].facts
     assert shared[0].facts is shared[1].facts
+    # so is the peer's name (share_values relies on digest_indexed interning it), and a small
+    # cluster's peer set
+    (a,), (b,) = (d.targets for d in shared)
+    assert a == b == "node9" and a is b
+    assert shared[0].targets is shared[1].targets
 
 
 async def test_a_store_failure_is_a_503_and_changes_nothing(client, monkeypatch) -> None:
