@@ -204,6 +204,19 @@ async def test_report_text_and_json(client) -> None:
     assert resp.status == 400
 
 
+async def test_report_json_is_encoded_once_per_correlation(client) -> None:
+    await client.post("/api/v1/reports", json=node_report("node1", "1.2.3.4"), headers=AUTH)
+    first = await client.get("/report", params={"format": "json"})
+    body = await first.read()
+    assert first.headers["Content-Type"] == "application/json; charset=utf-8"
+    assert body == json.dumps(json.loads(body), indent=1).encode()
+    state = client.server.app[STATE]
+    cached = state.verdicts.rendered["json"]
+    assert cached == body  # kept encoded, not as the document
+    assert await (await client.get("/report", params={"format": "json"})).read() == body
+    assert state.verdicts.rendered["json"] is cached
+
+
 async def test_a_silent_node_becomes_agent_stale(aiohttp_client, tmp_path) -> None:
     clock = Clock()
     client = await aiohttp_client(make_app(config_for(tmp_path, clock)))
