@@ -99,19 +99,26 @@ def _onset(sender_snaps: list[_Snap], target: str, target_snaps: list[_Snap]
     return start
 
 
+class _SnapsByNode(dict):
+    """node -> its snapshots in time order, built on first use (only the blamed nodes and
+    their peers are ever looked at, not the whole cluster). A module-level class: one made
+    per call was a reference cycle (class <-> its methods) holding the whole history until
+    the GC's oldest generation ran."""
+
+    def __init__(self, history: Mapping[str, Sequence[Any]]) -> None:
+        super().__init__()
+        self.history = history
+
+    def __missing__(self, node: str) -> list[_Snap]:
+        got = [s for s in (_snap(i) for i in self.history.get(node, ())) if s is not None]
+        got.sort(key=lambda s: s.at)
+        self[node] = got
+        return got
+
+
 def explain_timeline(history: Mapping[str, Sequence[Any]], diagnosis: Diagnosis
                      ) -> tuple[str, ...]:
-    class _Lazy(dict):
-        """node -> its snapshots in time order, built on first use (only the blamed nodes and
-        their peers are ever looked at, not the whole cluster)."""
-
-        def __missing__(self, node: str) -> list[_Snap]:
-            got = [s for s in (_snap(i) for i in history.get(node, ())) if s is not None]
-            got.sort(key=lambda s: s.at)
-            self[node] = got
-            return got
-
-    snaps = _Lazy()
+    snaps = _SnapsByNode(history)
     blamed = list(diagnosis.nodes[:MAX_NODES])
     events: list[tuple[float, str]] = []
     changes: dict[str, list[tuple[float, str]]] = {}
