@@ -10,7 +10,8 @@ node is probed by exactly K peers per round), then times, per scenario:
 - correlate: `correlate_with_matrix` from digests (latest + history), median and min of
   --repeat;
 - correlate-raw: the same from NodeReports (digesting included), once;
-- json: `build_report_state` + `render_report_json` + `json.dumps`;
+- json: `build_report_state` + the collector's `/report` JSON encoding
+  (`collector.app.encode_report_json`: `render_report_json` + orjson);
 - text: `render_report_text` (lines, widest line).
 
 Python's GC runs with the collector's settings (`collector.main.tune_gc`: a young-generation
@@ -21,13 +22,13 @@ receiver counts a sender's probes in its first report after them), as in a real 
 
 Scenarios: healthy; one node's inbound UDP 8472 dropped in the fabric + rp_filter drift on 3
 nodes + 1 stale agent; 1% random pair loss (noise that must not blame anyone); a 50/50
-partition (the worst case: every pair across fails).
+partition (every pair across fails); UDP blocked between all nodes, TCP working (the all-UDP
+security group of seed 004; the worst case: every probed pair fails).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import resource
 import statistics
@@ -41,8 +42,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from agent.report import (Finding, NodeInfo, NodeReport, OverlayDevice, ProbeResult,  # noqa: E402
                           RttStats, SeenCount, Severity)
 from collector.correlate import correlate_with_matrix, digest_report  # noqa: E402
+from collector.app import encode_report_json  # noqa: E402
 from collector.main import tune_gc  # noqa: E402
-from collector.render import (build_report_state, render_report_json,  # noqa: E402
+from collector.render import (build_report_state,  # noqa: E402
                               render_report_text)
 
 KINDS = ("wire", "echo", "udp-control", "tcp-control", "mtu")
@@ -149,6 +151,8 @@ def scenarios(names: list[str]) -> dict[str, dict]:
         "partition 50/50": dict(
             lost=lambda s, t: {"wire"} if (s in half) != (t in half) else set(),
             facts=base_facts, silent=set()),
+        "UDP blocked, all pairs": dict(
+            lost=lambda s, t: {"wire", "udp-control"}, facts=base_facts, silent=set()),
     }
 
 
@@ -206,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
             times.append(t)
         t_raw, _ = timed(lambda: correlate_with_matrix(latest, now, history))
         t_state, state = timed(lambda: build_report_state(dig_latest, now, dig_hist))
-        t_json, body = timed(lambda: json.dumps(render_report_json(state)))
+        t_json, body = timed(lambda: encode_report_json(state, {}, {}))
         t_text, text = timed(lambda: render_report_text(state))
         lines = text.splitlines()
         summary = ", ".join(sorted({f"{d.id}x{sum(1 for e in diags if e.id == d.id)}"
