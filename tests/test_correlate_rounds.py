@@ -61,6 +61,48 @@ def test_earlier_round_pair_status_equals_the_computed_round() -> None:
     assert all(rnd.status(s, t) == st for (s, t), st in statuses.items())
 
 
+def _one_node_fault(s: str, t: str) -> set[str]:
+    return {"wire"} if t == "node3" else set()
+
+
+def test_earlier_round_counts_and_sender_failures_before_computing_it() -> None:
+    # many candidates (a partition: the round is computed whole) and few (one node's
+    # inbound fault: computed around it); both must read as the computed round does
+    few = Simulation([build_round(NAMES, 1000.0 + 10 * i, _one_node_fault, peers=_peers(i))
+                      for i in range(3)])
+    for sim in (_sim((True, True, True)), few):
+        lazy = build_matrix(sim.latest, sim.history).rounds[1]
+        computed = build_matrix(sim.latest, sim.history).rounds[1]
+        assert computed.failures and computed.computed
+        assert dict(lazy.probed_out) == dict(computed.probed_out)
+        assert not lazy.computed  # the counts alone did not compute the round
+        by_sender = {s: lazy.sender_failures(s) for s in lazy.senders}
+        assert not lazy.computed
+        assert {k: st for got in by_sender.values() for k, st in got.items()} \
+            == dict(computed.failures) != {}
+        assert all(computed.sender_failures(s) == got for s, got in by_sender.items())
+
+
+def test_cluster_wide_udp_block_is_confirmed_without_computing_the_earlier_round() -> None:
+    from collector.correlate import correlate_with_matrix
+
+    def udp_blocked(s: str, t: str) -> set[str]:
+        return {"wire", "udp-control"}
+
+    sim = Simulation([build_round(NAMES, 1000.0 + 10 * i, udp_blocked, peers=_peers(i))
+                      for i in range(3)])
+    diags, m = correlate_with_matrix(sim.latest, sim.now, sim.history)
+    udp = [d for d in diags if d.id == "overlay.udp-blocked"]
+    assert len(udp) == 1 and set(udp[0].nodes) == set(NAMES)
+    assert not m.rounds[1].computed
+    # the round before was healthy: not confirmed, no cluster-wide verdict
+    sim = Simulation([build_round(NAMES, 1000.0 + 10 * i,
+                                  udp_blocked if i == 2 else (lambda s, t: set()),
+                                  peers=_peers(i)) for i in range(3)])
+    assert not [d for d in correlate(sim.latest, sim.now, sim.history)
+                if d.id == "overlay.udp-blocked"]
+
+
 def test_status_of_a_pair_outside_the_earlier_round_is_none() -> None:
     sim = _sim((True, True))
     m = build_matrix(sim.latest, sim.history)

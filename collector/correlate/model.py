@@ -349,13 +349,14 @@ class ProbeRound:
     see `build_matrix`), and around a partition's thousands of nodes it is costly."""
 
     __slots__ = ("index", "_failures", "_probed_in", "_probed_out", "_compute", "senders",
-                 "_windows", "_in_scope")
+                 "_windows", "_in_scope", "_count_out")
 
     def __init__(self, index: int, failures: Mapping[tuple[str, str], PairStatus] | None = None,
                  probed_in: Mapping[str, int] | None = None,
                  probed_out: Mapping[str, int] | None = None, compute=None,
                  senders: Mapping[str, NodeDigest] | None = None,
-                 windows: "CaptureWindows | None" = None, in_scope=None) -> None:
+                 windows: "CaptureWindows | None" = None, in_scope=None,
+                 count_out=None) -> None:
         self.index = index
         self._failures, self._probed_in, self._probed_out = failures, probed_in, probed_out
         self._compute = compute
@@ -364,6 +365,9 @@ class ProbeRound:
         #: for a round not computed yet: the capture windows and `in_scope(sender, target)`,
         #: whether the pair is one the computed round would cover
         self._windows, self._in_scope = windows, in_scope
+        #: for a round not computed yet: makes `probed_out` alone (what computing the round
+        #: would give), for a rule that needs the counts before, or instead of, the failures
+        self._count_out = count_out
 
     def status(self, sender: str, target: str) -> PairStatus | None:
         """The pair's status in this round if it fails (and is one the round covers), else
@@ -378,6 +382,23 @@ class ProbeRound:
         out: dict[tuple[str, str], PairStatus] = {}
         _sender_statuses(d, (target,), self._windows, out)
         return out.get((sender, target))
+
+    @property
+    def computed(self) -> bool:
+        return self._compute is None
+
+    def sender_failures(self, sender: str) -> dict[tuple[str, str], PairStatus]:
+        """The round's failing pairs from `sender` (those the round covers): from the computed
+        round, or, before it is computed, worked out for this sender alone (as `status`)."""
+        if self._compute is None or self.senders is None or self._in_scope is None:
+            return {k: st for k, st in self.failures.items() if k[0] == sender}
+        d = self.senders.get(sender)
+        out: dict[tuple[str, str], PairStatus] = {}
+        if d is not None:
+            in_scope = self._in_scope
+            _sender_statuses(d, [t for t in d.targets if in_scope(sender, t)], self._windows,
+                             out)
+        return out
 
     def _load(self) -> None:
         if self._compute is not None:
@@ -396,6 +417,10 @@ class ProbeRound:
 
     @property
     def probed_out(self) -> Mapping[str, int]:
+        if self._compute is not None and self._count_out is not None:
+            if self._probed_out is None:
+                self._probed_out = self._count_out()
+            return self._probed_out
         self._load()
         return self._probed_out
 
@@ -983,6 +1008,22 @@ def _round_around(prev: EarlierRounds, k: int, windows: CaptureWindows,
                            windows, candidates, pairs)
 
 
+def _probed_out_around(prev: EarlierRounds, k: int, windows: CaptureWindows,
+                       candidates: frozenset[str]) -> dict[str, int]:
+    """The `probed_out` of `_round_around` without its failures: every sender of round k + 1
+    when the candidates are many, else the candidates."""
+    if _around_few(candidates, windows):
+        names: Iterable[str] = [n for n in prev._live if n in candidates]
+    else:
+        names = prev
+    out: dict[str, int] = {}
+    for p in map(prev.get, names):
+        if p and len(p) > k:
+            d = p[k]
+            out[d.name] = len(known_targets(d, d.targets, windows))
+    return out
+
+
 def _around_few(only: frozenset[str], windows: CaptureWindows) -> bool:
     """Few enough candidates to walk only the pairs around them (`_round_failures_around`)."""
     return len(only) * 5 < len(windows.latest_at)
@@ -1091,7 +1132,8 @@ def build_matrix_and_paths(reports: Mapping[str, ReportLike] | Sequence[ReportLi
                 earlier.append(ProbeRound(
                     k + 1, compute=partial(_round_around, prev, k, windows, candidates, pairs),
                     senders=prev.round(k),
-                    windows=windows, in_scope=in_scope))
+                    windows=windows, in_scope=in_scope,
+                    count_out=partial(_probed_out_around, prev, k, windows, candidates)))
             else:
                 # deeper rounds only count how long each failing pair has failed
                 earlier.append(ProbeRound(k + 1, pair_rounds[k], {}, {}))
