@@ -21,6 +21,7 @@ This runs before the node rules: "all UDP blocked" explains "VXLAN to X blocked"
 from __future__ import annotations
 
 import math
+from operator import itemgetter
 
 from agent.report import Severity
 from agent.ports import AGENT_PORT
@@ -31,6 +32,8 @@ from collector.correlate.base import (ClusterView, RuleResult, _Acc, answers_los
                                       per_round, plural, vxlan_port)
 from collector.correlate.model import PATH_KINDS, PairStatus
 
+#: a PairStatus's sender, target, (sender, target)
+_SENDER, _TARGET, _PAIR = itemgetter(0), itemgetter(1), itemgetter(0, 1)
 #: The probe kinds answered over UDP (the VXLAN echo and its MTU-sized twin, UDP control).
 UDP_ANSWER_KINDS = frozenset({"echo", "mtu", "udp-control"})
 FIX = ("Allow UDP between the nodes: add rules for UDP {port} (VXLAN) and UDP {agent_port} "
@@ -40,15 +43,20 @@ FIX = ("Allow UDP between the nodes: add rules for UDP {port} (VXLAN) and UDP {a
        "of VXLAN where the underlay allows it.")
 
 
-def _is_udp_only(view: ClusterView, st: PairStatus) -> bool:
-    """The pair shows UDP blocked: its overlay path and UDP control fail, TCP works, and the
-    target's capture did not see its VXLAN packets (else the target's host drops them)."""
-    return (st.sender not in view.blamed and st.target not in view.blamed and not st.wire_seen
-            and bool(st.kinds & PATH_KINDS) and "udp-control" in st.kinds and st.tcp_ok)
+def _showing_udp_blocked(view: ClusterView, statuses: Iterable[PairStatus]
+                         ) -> list[PairStatus]:
+    """The pairs that show UDP blocked: the overlay path and UDP control fail, TCP works,
+    and the target's capture did not see the VXLAN packets (else the target's host drops
+    them). (One comprehension, no call per pair: when all UDP is blocked every pair is one.)"""
+    blamed = view.blamed
+    return [st for st in statuses
+            if st.tcp_ok and not st.wire_seen and "udp-control" in st.kinds
+            and not PATH_KINDS.isdisjoint(st.kinds)
+            and st.sender not in blamed and st.target not in blamed]
 
 
 def _udp_only(view: ClusterView, k: int) -> list[PairStatus]:
-    return [st for st in view.round_failures(k) if _is_udp_only(view, st)]
+    return _showing_udp_blocked(view, view.round_failures(k))
 
 
 def _count_udp_only(view: ClusterView, k: int, enough: int) -> int:
@@ -62,9 +70,9 @@ def _count_udp_only(view: ClusterView, k: int, enough: int) -> int:
     for s in rnd.senders:
         if not view.trusted(s):
             continue
-        for key, st in rnd.sender_failures(s).items():
-            if key not in explained and _is_udp_only(view, st):
-                found += 1
+        statuses = rnd.sender_failures(s)
+        found += len(_showing_udp_blocked(view, (st for key, st in statuses.items()
+                                                 if key not in explained)))
         if found >= enough:
             break
     return found
@@ -105,17 +113,17 @@ def evaluate(view: ClusterView) -> RuleResult:
     def from_node(x: str, k: int) -> bool:
         return most_fail(cfg, len(grouped[k][1].get(x, ())), view.probed_out(x, k))
 
-    by_target, by_sender = grouped[0]
     used: set[tuple[str, str]] = set()
     if all(cluster_wide(k) for k in range(need)):
-        involved = sorted({st.sender for st in pairs} | {st.target for st in pairs})
+        # (C-level passes: when all UDP is blocked `pairs` is every probed pair, ~80,000)
+        involved = sorted(set(map(_SENDER, pairs)).union(map(_TARGET, pairs)))
         port = vxlan_port(view.live.get(involved[0]))
         title = (f"UDP between nodes is dropped (TCP works): {len(pairs)} of "
                  f"{view.matrix.pairs_probed} probed pairs lose VXLAN and UDP control probes")
         evidence = [f"nodes involved: {name_list(involved, 10)}",
                     "TCP connect to each peer's agent port succeeds: the nodes are up"]
         evidence += pair_lines(pairs)
-        used.update((st.sender, st.target) for st in pairs)
+        used.update(map(_PAIR, pairs))
         inv = set(involved)
         back = [st for st in _udp_answers_lost(view.round_failures(0))
                 if st.sender in inv and st.target in inv and (st.sender, st.target) not in used]
@@ -128,6 +136,7 @@ def evaluate(view: ClusterView) -> RuleResult:
                                                             scope="every node")))
         acc.blames.update(involved)
     else:
+        by_target, by_sender = grouped[0]
         # every unexplained failing pair of round 0 (not only the UDP-only ones), grouped once:
         # the other direction's symptoms a verdict folds
         all_in, all_out = group_pairs(view.round_failures(0))
