@@ -19,6 +19,8 @@ What it does:
 
 The synthetic reports are shaped like the agent's: 16 sampled peers x 5 probe kinds x 3
 probes, a seen count per peer, a VXLAN device, the facts the checks summarise, a few findings.
+`--udp-blocked`: every pair fails (all UDP between the nodes dropped, TCP working), to time
+/report and the memory of the worst case.
 """
 
 from __future__ import annotations
@@ -59,7 +61,13 @@ def node_ip(i: int) -> str:
     return f"10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}"
 
 
-def synthetic_report(i: int, n: int, round_no: int) -> bytes:
+#: probe kinds answered over UDP (lost when UDP between the nodes is blocked)
+UDP_ANSWERED_KINDS = ("echo", "mtu", "udp-control")
+
+
+def synthetic_report(i: int, n: int, round_no: int, udp_blocked: bool = False) -> bytes:
+    """`udp_blocked`: all UDP between the nodes is dropped (seed 004's security group): the
+    VXLAN probes are never seen, UDP answers never come, TCP control works."""
     # Node i probes i+1+k*step (+ the round, so the sample rotates); so the nodes whose
     # probes i's capture sees are i-1-k*step (- the round).
     step = max(1, n // PEERS_PER_NODE)
@@ -69,11 +77,14 @@ def synthetic_report(i: int, n: int, round_no: int) -> bytes:
     for p in peers:
         for kind in PROBE_KINDS:
             wire = kind == "wire"
+            lost = udp_blocked and kind in UDP_ANSWERED_KINDS
             probes.append({"peer": node_name(p), "peer_ip": node_ip(p), "kind": kind,
-                           "sent": PROBES_PER_KIND, "answered": None if wire else PROBES_PER_KIND,
-                           "rtt_ms": None if wire else {"min": 0.21, "avg": 0.34, "max": 0.61},
-                           "error": ""})
-    for p in senders:
+                           "sent": PROBES_PER_KIND,
+                           "answered": None if wire else 0 if lost else PROBES_PER_KIND,
+                           "rtt_ms": None if wire or lost else
+                           {"min": 0.21, "avg": 0.34, "max": 0.61},
+                           "error": "timeout" if lost else ""})
+    for p in senders if not udp_blocked else ():
         seen.append({"peer": node_name(p), "peer_ip": node_ip(p), "kind": "wire",
                      "count": PROBES_PER_KIND})
     name = node_name(i)
@@ -170,7 +181,8 @@ class RawHttpClient:
 
 
 def client_main(url: str, nodes: int, rounds: int, concurrency: int, server_pid: int,
-                out: "multiprocessing.Queue[dict]", client_kind: str = "raw") -> None:
+                out: "multiprocessing.Queue[dict]", client_kind: str = "raw",
+                udp_blocked: bool = False) -> None:
     import aiohttp
 
     async def run() -> dict:
@@ -198,7 +210,8 @@ def client_main(url: str, nodes: int, rounds: int, concurrency: int, server_pid:
                     return resp.status, answer, version
 
             async def phase(name: str, round_no: int) -> None:
-                bodies = [synthetic_report(i, nodes, round_no) for i in range(nodes)]
+                bodies = [synthetic_report(i, nodes, round_no, udp_blocked)
+                          for i in range(nodes)]
                 queue = list(range(nodes))
                 errors = 0
                 answer_bytes = 0
@@ -316,6 +329,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--client", choices=("raw", "aiohttp"), default="raw",
                     help="raw: a minimal keep-alive HTTP/1.1 client (default; leaves the CPU to "
                          "the collector); aiohttp: aiohttp's client")
+    ap.add_argument("--udp-blocked", action="store_true",
+                    help="every report shows all UDP between the nodes blocked (TCP works): "
+                         "the /report of the worst case, ~80,000 failing pairs at 5,000 nodes")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
 
@@ -338,7 +354,8 @@ def main(argv: list[str] | None = None) -> int:
         rss_idle = rss_mb(collector.pid)
         out: multiprocessing.Queue[dict] = multiprocessing.Queue()
         client = multiprocessing.Process(target=client_main, args=(
-            url, args.nodes, args.rounds, args.concurrency, collector.pid, out, args.client))
+            url, args.nodes, args.rounds, args.concurrency, collector.pid, out, args.client,
+            args.udp_blocked))
         client.start()
         results = out.get()
         client.join()
@@ -348,6 +365,9 @@ def main(argv: list[str] | None = None) -> int:
         report_json_s, json_bytes = timed_get(url + "/report?format=json")
         report_text_s, text_bytes = timed_get(url + "/report")
         report_cached_s, _ = timed_get(url + "/report")
+        with urllib.request.urlopen(url + "/report?format=json", timeout=120) as resp:
+            diagnoses = sorted(f"{d['id']} ({len(d['nodes'])} nodes)"
+                               for d in json.loads(resp.read())["diagnoses"])
         rss_report = rss_mb(collector.pid)
         pss_report = pss_mb(collector.pid)
         db_mb = sum(p.stat().st_size for p in tmp.glob("db.sqlite3*")) / MIB
@@ -364,6 +384,7 @@ def main(argv: list[str] | None = None) -> int:
             "report_json_s": round(report_json_s, 2), "report_json_kb": json_bytes // 1024,
             "report_text_s": round(report_text_s, 2), "report_text_kb": text_bytes // 1024,
             "report_cached_s": round(report_cached_s, 3),
+            "diagnoses": diagnoses,
             "db_mb": round(db_mb, 1),
         }
     finally:
