@@ -218,6 +218,15 @@ async def test_report_json_is_encoded_once_per_correlation(client) -> None:
     assert state.verdicts.rendered["json"] is cached
 
 
+async def test_a_large_report_json_is_compact(client, monkeypatch) -> None:
+    from collector import app as app_module
+
+    await client.post("/api/v1/reports", json=node_report("node1", "1.2.3.4"), headers=AUTH)
+    monkeypatch.setattr(app_module, "REPORT_JSON_INDENT_MAX_BYTES", 100)
+    body = await (await client.get("/report", params={"format": "json"})).read()
+    assert b"\n" not in body and json.loads(body)["nodes"][0]["name"] == "node1"
+
+
 async def test_a_silent_node_becomes_agent_stale(aiohttp_client, tmp_path) -> None:
     clock = Clock()
     client = await aiohttp_client(make_app(config_for(tmp_path, clock)))
