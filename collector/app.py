@@ -1,6 +1,7 @@
 """The collector's HTTP service: `make_app(config)` builds the aiohttp application.
 
-Handlers are thin: decode -> validate (`NodeReport.from_dict`) -> store -> answer. The
+Handlers are thin: decode + validate (`collector.decode`, in a worker process by default) ->
+store -> answer; reports loaded from the database at start go through the same decoder. The
 cross-node verdicts come from the pure `collector.correlate` rules and the `/report` text and
 JSON from the pure `collector.render` renderers; this module only feeds them the latest reports
 and the clock, caches the result per state version, and records the diagnosis timeline.
@@ -39,7 +40,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from agent.report import Diagnosis, NodeReport, Severity
 from collector.correlate import DEFAULT_CONFIG, digest_report
 from collector.correlate.model import ProbeIndex, digest_indexed
-from collector.decode import ReportRejected, intern_strings
+from collector.decode import ReportRejected, decode_report
 from collector.decode_pool import DecodePool
 from collector.metrics import CollectorMetrics
 from collector.render import build_report_state, render_report_json, render_report_text
@@ -569,12 +570,12 @@ async def _on_startup(app: web.Application) -> None:
     await state.decoder.start()
     rows = await state.store.call(state.store.store.load_recent)
     for name, received_at, blob in rows:
-        try:
-            report = NodeReport.from_dict(intern_strings(orjson.loads(decompress_report(blob))))
+        try:  # validated as a posted body is (the same decoder)
+            decoded = decode_report(decompress_report(blob), compress=False)
         except Exception as exc:  # noqa: BLE001 - a bad row is skipped, never fatal
             log.warning("skipping stored report of %s: %s", name, exc)
             continue
-        _remember(state, report, received_at)
+        _remember(state, decoded.report, received_at, decoded.index)
         state.metrics.node_reported(name, received_at)
     state.open_since = await state.store.call(state.store.store.open_diagnoses)
     state.rebuild_peers()
