@@ -41,7 +41,8 @@ front of it", "insufficient evidence to blame ...").
 
 Data (model.py): `NodeDigest` (one report indexed: targets, lost kinds per peer, wire probes
 seen, scalar facts flattened to dotted keys; ~3.6 kB as a collector keeps it),
-`ReachabilityMatrix` (failing pairs per round as `PairStatus`, probed counts). Thresholds: `CorrelationConfig` (base.py).
+`ReachabilityMatrix` (failing pairs per round as `PairStatus`, probed counts). Thresholds:
+`CorrelationConfig` (base.py).
 
 Rules (one module each, run root causes first; an earlier diagnosis folds the probe failures
 it explains so they are not reported again):
@@ -62,17 +63,17 @@ from __future__ import annotations
 
 from dataclasses import replace
 from itertools import compress
-from operator import itemgetter, not_
+from operator import not_
 from typing import Mapping, Sequence
 
 from agent.report import Diagnosis
 from collector.correlate import (config_mismatch, drift, kube_proxy, mtu, node_blocked, pair,
                                  partition, stale, udp_blocked)
 from collector.correlate.base import DEFAULT_CONFIG, ClusterView, CorrelationConfig, RuleResult
-from collector.correlate.model import (NodeDigest, PairStatus, ReachabilityMatrix, ReportLike,
-                                       as_digests, build_matrix, build_matrix_and_paths,
-                                       digest_indexed, digest_report, index_probe_rows,
-                                       flatten_facts)
+from collector.correlate.model import (PAIR_OF, NodeDigest, PairStatus, ReachabilityMatrix,
+                                       ReportLike, as_digests, build_matrix,
+                                       build_matrix_and_paths, digest_indexed, digest_report,
+                                       flatten_facts, index_probe_rows)
 from collector.correlate.timeline import explain_timeline
 
 __all__ = ["correlate", "correlate_with_matrix", "digest_report", "digest_indexed",
@@ -80,9 +81,6 @@ __all__ = ["correlate", "correlate_with_matrix", "digest_report", "digest_indexe
            "explain_timeline", "CorrelationConfig", "DEFAULT_CONFIG", "NodeDigest",
            "PairStatus", "ReachabilityMatrix", "flatten_facts", "sort_diagnoses"]
 
-#: (sender, target) of a PairStatus (C-level: the memo lists of a partition hold tens of
-#: thousands)
-_PAIR_OF = itemgetter(0, 1)
 #: Overlay rules in order: root causes first.
 _OVERLAY_RULES = (config_mismatch, partition, udp_blocked, node_blocked, mtu, pair)
 #: Rules over facts (independent of probes).
@@ -117,7 +115,7 @@ def correlate_with_matrix(reports: Mapping[str, ReportLike] | Sequence[ReportLik
         # the rounds' failing pairs already listed stay valid minus the newly explained ones
         # (sorted lists stay sorted): a partition's tens of thousands are not re-sorted per rule
         new = res.explains
-        memo = {k: list(compress(sts, map(not_, map(new.__contains__, map(_PAIR_OF, sts)))))
+        memo = {k: list(compress(sts, map(not_, map(new.__contains__, map(PAIR_OF, sts)))))
                 if new else sts for k, sts in view.memo.items()}
         view = replace(view, explained=view.explained | new if new else view.explained,
                        blamed=view.blamed | res.blames, memo=memo)

@@ -13,7 +13,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from itertools import filterfalse
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from agent.ports import VXLAN_PORT_LINUX
 from agent.report import Diagnosis, Severity
@@ -130,6 +130,30 @@ class ClusterView:
         out.sort()
         self.memo[k] = out
         return out
+
+    def count_failures(self, k: int, select: Callable[[Iterable[PairStatus]], list],
+                       enough: int, senders: Iterable[str] | None = None) -> int:
+        """len(select(self.round_failures(k))), counted up to `enough` (the count returned
+        may pass it): a round not computed yet is worked out sender by sender (`senders`, or
+        all of that round's) until then, so a verdict confirmed by part of an earlier round
+        does not compute all of it (a partition or an all-UDP block fails every pair of it,
+        tens of thousands)."""
+        rounds = self.matrix.rounds
+        if k >= len(rounds):
+            return 0
+        rnd = rounds[k]
+        if rnd.computed or rnd.senders is None:
+            return len(select(self.round_failures(k)))
+        explained, found = self.explained, 0
+        for s in rnd.senders if senders is None else senders:
+            if not self.trusted(s):
+                continue
+            got = rnd.sender_failures(s)
+            if got:
+                found += len(select([st for key, st in got.items() if key not in explained]))
+                if found >= enough:
+                    break
+        return found
 
     def rounds_to_confirm(self) -> int:
         """How many rounds a verdict must hold in; 0 when history is too short."""

@@ -19,6 +19,7 @@ from bisect import bisect_left
 from collections import Counter
 from dataclasses import dataclass
 from functools import partial
+from operator import itemgetter
 from sys import intern as sys_intern
 from itertools import chain, count, filterfalse
 from typing import Any, Iterable, Mapping, NamedTuple, Sequence, Union
@@ -266,18 +267,10 @@ def previous_rounds(latest: NodeDigest, history: Sequence[ReportLike] | None,
     most `limit`. History kept oldest first (the usual append order) is read from its end."""
     if not history:
         return []
+    older = _older_in_order(history, latest)
+    if older is not None:  # the usual shape, taken as it is
+        return older if limit is None else older[:limit]
     at = latest.collected_at
-    if history[-1] is latest:
-        # the usual shape (a collector's rounds, oldest first, the latest last): taken as it is
-        # when its times strictly decrease going back
-        older = history[-2::-1]
-        for d in older:
-            if type(d) is not NodeDigest or not d.collected_at < at:
-                break
-            at = d.collected_at
-        else:
-            return older if limit is None else older[:limit]
-        at = latest.collected_at
     out: list[NodeDigest] = []
     ordered = True
     last = None
@@ -338,6 +331,11 @@ class PairStatus(NamedTuple):
                 f"({n} round{'s' if n != 1 else ''})")
 
 
+#: (sender, target) of a PairStatus, the key it has in a round's failures (C-level: a partition
+#: fails tens of thousands of pairs per round)
+PAIR_OF = itemgetter(0, 1)
+
+
 class ProbeRound:
     """The failures of one round (0 = latest, 1 = the one before, ...).
 
@@ -369,27 +367,15 @@ class ProbeRound:
         #: would give), for a rule that needs the counts before, or instead of, the failures
         self._count_out = count_out
 
-    def status(self, sender: str, target: str) -> PairStatus | None:
-        """The pair's status in this round if it fails (and is one the round covers), else
-        None: looked up in the computed round, or, before it is computed, worked out for
-        this pair alone (the same `_sender_statuses`), so a rule that needs a few pairs of
-        an earlier round does not compute the round around thousands of nodes."""
-        if self._compute is None or self.senders is None or self._in_scope is None:
-            return self.failures.get((sender, target))
-        d = self.senders.get(sender)
-        if d is None or target not in d.targets or not self._in_scope(sender, target):
-            return None
-        out: dict[tuple[str, str], PairStatus] = {}
-        _sender_statuses(d, (target,), self._windows, out)
-        return out.get((sender, target))
-
     @property
     def computed(self) -> bool:
         return self._compute is None
 
     def sender_failures(self, sender: str) -> dict[tuple[str, str], PairStatus]:
         """The round's failing pairs from `sender` (those the round covers): from the computed
-        round, or, before it is computed, worked out for this sender alone (as `status`)."""
+        round, or, before it is computed, worked out for this sender alone (the same
+        `_sender_statuses`), so a rule that needs part of an earlier round does not compute it
+        around thousands of nodes."""
         if self._compute is None or self.senders is None or self._in_scope is None:
             return {k: st for k, st in self.failures.items() if k[0] == sender}
         d = self.senders.get(sender)
@@ -1049,8 +1035,8 @@ def build_matrix_and_paths(reports: Mapping[str, ReportLike] | Sequence[ReportLi
     computed only around nodes with >= `min_senders` failing pairs in the latest round (the
     only nodes a node-level rule can blame), `full_rounds_back` rounds deep (what the rules
     confirm against: min_failed_rounds - 1), and only when a rule first reads them
-    (`ProbeRound`; `ProbeRound.status` answers for one pair before that); every failing
-    pair's round count comes from that pair alone in each earlier round. Each node's
+    (`ProbeRound`; `ProbeRound.sender_failures` answers for one sender before that); every
+    failing pair's round count comes from that pair alone in each earlier round. Each node's
     history is read only when needed (`EarlierRounds`): a healthy cluster's correlation
     looks at the latest reports only.
 

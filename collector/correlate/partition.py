@@ -102,45 +102,22 @@ def evaluate(view: ClusterView) -> RuleResult:
         return acc.result()
     side_of = {n: i for i, g in enumerate(sides) for n in g}
 
-    def crossing(k: int, enough: int = 0) -> list:
-        """Round k's failing pairs across the sides (`enough`: stop after that many)."""
+    def crossing(statuses) -> list:
+        """The failing pairs across the sides (their overlay path fails)."""
         out = []
-        for st in view.round_failures(k):
+        for st in statuses:
             a, b = side_of.get(st.sender), side_of.get(st.target)
             if a is not None and b is not None and a != b and st.kinds & PATH_KINDS:
                 out.append(st)
-                if len(out) == enough:
-                    break
         return out
 
-    def crossing_earlier(k: int, enough: int) -> int:
-        """How many of round k's failing pairs cross the sides (`crossing(k)`), counted up to
-        `enough`: pair by pair (`ProbeRound.status`), so a partition confirmed by its first
-        pairs does not compute the whole earlier round around thousands of nodes."""
-        rnd = m.rounds[k]
-        senders = rnd.senders if rnd.senders is not None else {}
-        explained = view.explained
-        found = 0
-        for s, a in side_of.items():
-            d = senders.get(s)
-            if d is None or not view.trusted(s):
-                continue
-            for t in d.targets:
-                b = side_of.get(t)
-                if b is None or b == a or (s, t) in explained:
-                    continue
-                st = rnd.status(s, t)
-                if st is not None and st.kinds & PATH_KINDS:
-                    found += 1
-                    if found >= enough:
-                        return found
-        return found
-
     need = view.rounds_to_confirm()
-    if not need or any(crossing_earlier(k, cfg.min_senders) < cfg.min_senders
-                       for k in range(1, need)):
+    # each earlier round: counted sender by sender from the sides' nodes until enough, so a
+    # partition confirmed by its first pairs does not compute the round around thousands
+    if not need or any(view.count_failures(k, crossing, cfg.min_senders, side_of)
+                       < cfg.min_senders for k in range(1, need)):
         return acc.result()
-    across = crossing(0)
+    across = crossing(view.round_failures(0))
     if len(across) < cfg.min_senders:
         return acc.result()
     nodes = sorted(side_of)
