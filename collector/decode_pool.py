@@ -7,16 +7,16 @@ socketpair, so the event loop only serves HTTP and keeps state.
 
 Frames both ways are a 4-byte big-endian length, then the payload: the collector sends a posted
 body as received; the worker answers, in order, with ("ok", DecodedReport.to_builtins()) or
-("rejected", reason, message, field), encoded with `marshal` (builtins only: loading and rebuilding
-a 16-peer report takes the collector ~31 us, against ~44 us to unpickle the dataclasses). Only the collector's own children write what
-it loads; what arrives from the network is JSON, decoded by orjson inside the child.
+("rejected", reason, message, field), encoded with `marshal` (builtins only: loading and
+rebuilding a 16-peer report takes the collector ~31 us, against ~44 us to unpickle the
+dataclasses). Only the collector's own children write what it loads; what arrives from the
+network is JSON, decoded by orjson inside the child.
 
 `netdiag collector` forks its workers before it starts any thread (`DecodePool.prefork`): a
 forked worker shares the collector's imported code with it: with 5,000 nodes it added 10-12 MB
 to the pair's proportional set size (ingest bench), where a freshly started interpreter is
-~23 MB before any work. Workers
-started later (a replacement, or a pool made inside a running event loop, as in tests) are
-spawned as new interpreters.
+~23 MB before any work. Workers started later (a replacement, or a pool made inside a running
+event loop, as in tests) are spawned as new interpreters.
 
 A worker that dies (killed, out of memory) fails its pending requests with `WorkerGone`; those
 bodies are then decoded in the collector's own process, so no report is lost, and a new worker

@@ -1,8 +1,9 @@
 """NodeReport.from_dict's fast path (well-formed JSON objects) must accept exactly what the
 checked path accepts, build equal objects, and leave every rejection to the checked path (same
 message, same field). `node_report_with_rows` (the collector's: probes and seen counts as rows)
-must accept and reject the same inputs and give the same report and probes. Every leaf and container of a realistic report is replaced, in turn, by
-each of a set of awkward values; the two paths must agree on all of them."""
+must accept and reject the same inputs and give the same report and probes. Every leaf and
+container of a realistic report is replaced, in turn, by each of a set of awkward values; the
+two paths must agree on all of them."""
 
 from __future__ import annotations
 
