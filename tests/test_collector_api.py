@@ -294,6 +294,31 @@ async def test_restart_on_the_same_database_keeps_state(aiohttp_client, tmp_path
     assert len(history) == 1 and history[0].worst == "ok"
 
 
+async def test_restart_skips_stored_reports_that_no_longer_decode(aiohttp_client,
+                                                                   tmp_path) -> None:
+    import sqlite3
+    import zlib
+
+    first = await aiohttp_client(make_app(config_for(tmp_path)))
+    for i in (1, 2, 3):
+        resp = await first.post("/api/v1/reports",
+                                json=node_report(f"node{i}", f"192.168.77.1{i}"), headers=AUTH)
+        assert resp.status == 200
+    await first.close()
+    # one row is not JSON, another is JSON but not a NodeReport (a disk or schema accident)
+    db = sqlite3.connect(tmp_path / "collector.sqlite3")
+    with db:
+        db.execute("UPDATE recent SET report = ? WHERE node = 'node1'",
+                   (zlib.compress(b"{not json"),))
+        db.execute("UPDATE recent SET report = ? WHERE node = 'node3'",
+                   (zlib.compress(b'{"schema": "netdiag.io/node-report/v1"}'),))
+    db.close()
+    second = await aiohttp_client(make_app(config_for(tmp_path)))
+    peers = await (await second.get("/api/v1/peers")).json()
+    assert [p["name"] for p in peers["peers"]] == ["node2"]
+    assert (await second.get("/report")).status == 200
+
+
 async def test_history_is_bounded_and_silent_nodes_are_forgotten(aiohttp_client,
                                                                   tmp_path) -> None:
     clock = Clock()
